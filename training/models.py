@@ -7,6 +7,7 @@ drawn from N(0, 0.02).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -149,7 +150,7 @@ class Classifier(nn.Module):
             ]
 
         self.body = nn.Sequential(*block(channels, 32), *block(32, 64), nn.Flatten())
-        side = -(-(-(-image_size // 2)) // 2)  # ceil(ceil(S / 2) / 2)
+        side = math.ceil(math.ceil(image_size / 2) / 2)  # two stride-2 convs
         self.fc = nn.Sequential(nn.Dropout(0.3), nn.Linear(64 * side * side, feature_dim), nn.ReLU(True))
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
 
