@@ -1,0 +1,57 @@
+"""Every setting of the service in one place, read from `GANSERVE_*` environment variables.
+
+Why pydantic-settings: one typed, validated object, parsed once at the entry point and passed
+down (no module reads the environment itself). Unknown keyword arguments are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+PREFERRED_DEFAULT_MODEL = "mnist-cdcgan"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GANSERVE_", extra="forbid", frozen=True)
+
+    # --- process ---
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (each loads every model)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # --- models ---
+    models_dir: Path = DEFAULT_MODELS_DIR
+    default_model: str | None = Field(
+        None, description="default for requests without `model`: mnist-cdcgan if loaded, else the first"
+    )
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when onnxruntime lists it, else CPU"
+    )
+    intra_op_threads: int = Field(1, ge=0, le=256, description="ONNX Runtime threads per call (0 = ORT)")
+    warmup: bool = True
+
+    # --- batcher (one per ONNX session) ---
+    max_batch_size: int = Field(64, ge=1, le=4096, description="rows per inference call")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0.0, le=1000.0, description="wait this long after the first queued row for more rows"
+    )
+    max_queue_rows: int = Field(2048, ge=1, description="queue bound in rows; full -> 503")
+    inference_threads: int = Field(2, ge=1, le=64, description="inference calls in flight per session")
+    request_timeout_s: float = Field(10.0, gt=0.0, description="deadline; expired while queued -> 504")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After on 503")
+    drain_timeout_s: float = Field(10.0, ge=0.0, description="on shutdown, wait this long for the queue")
+
+    # --- request limits (422 naming the field and the limit; 413 for the body) ---
+    max_images: int = Field(256, ge=1, description="images per request (generate n, frames, neighbours)")
+    max_steps: int = Field(64, ge=1, description="interpolation steps per segment")
+    max_keyframes: int = Field(16, ge=2)
+    max_terms: int = Field(16, ge=1, description="arithmetic terms")
+    max_group_size: int = Field(64, ge=1, description="seeds or latents per arithmetic term")
+    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body bytes")
+    max_image_pixels: int = Field(1 << 20, ge=1, description="decoded pixels per uploaded image")
