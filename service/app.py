@@ -1,0 +1,143 @@
+"""The app factory and lifespan: load the models on start, drain the queues on stop.
+
+Why a factory: tests and uvicorn workers each build their own app from a `Settings`; models load
+in the lifespan (in a thread), never at import. The ASGI middleware here is the only per-request
+wrapper: request metrics, the upload-size guard (413 before the body is read whole) and the
+503 for new work while draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+
+from . import metrics
+from .api import install_error_handlers, router
+from .registry import Registry
+from .settings import Settings
+
+log = logging.getLogger("service")
+
+
+class ServiceMiddleware:
+    """Pure ASGI (cheaper than BaseHTTPMiddleware): metrics, body-size guard, draining."""
+
+    def __init__(self, app, fastapi_app: FastAPI):
+        self.app = app
+        self.fastapi_app = fastapi_app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = self.fastapi_app.state
+        settings: Settings = state.settings
+        limit = settings.max_upload_bytes
+        method = scope["method"]
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if method == "POST" and getattr(state, "draining", False):
+                return await _reply(
+                    send_wrapper, 503, "shutting_down", "the service is shutting down", settings
+                )
+            length = _content_length(scope)
+            if length is not None and length > limit:
+                return await _reply(
+                    send_wrapper,
+                    413,
+                    "payload_too_large",
+                    f"body: {length} bytes exceeds the limit of {limit} bytes",
+                    settings,
+                    limit,
+                )
+            received = 0
+
+            async def receive_limited():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise HTTPException(413, f"body: more than the limit of {limit} bytes")
+                return message
+
+            await self.app(scope, receive_limited if method == "POST" else receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            metrics.REQUESTS.labels(endpoint, method, str(status)).inc()
+            metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+def _content_length(scope) -> int | None:
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+async def _reply(send, status, code, detail, settings: Settings, limit=None):
+    body = json.dumps(
+        {"error": code, "detail": detail, "field": "body" if status == 413 else None, "limit": limit}
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", str(settings.retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for `settings` (default: from GANSERVE_* environment variables)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        registry = Registry(settings)
+        app.state.registry = registry
+        app.state.draining = False
+        await asyncio.to_thread(registry.load_all)
+        registry.start()
+        log.info(
+            "serving %d model(s) from %s (default %s); failed: %s",
+            len(registry.models),
+            settings.models_dir,
+            registry.default_name,
+            sorted(registry.failed) or "none",
+        )
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            await registry.close(settings.drain_timeout_s)
+            log.info("drained and stopped")
+
+    app = FastAPI(
+        title="ganserve",
+        version="0.1.0",
+        summary="GAN generators served with ONNX Runtime and dynamic batching",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = Registry(settings)  # empty until the lifespan loads the models
+    app.state.draining = False
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(ServiceMiddleware, fastapi_app=app)
+    return app

@@ -1,0 +1,110 @@
+"""Images in and out: model output -> PNG (single, grid, strip), GIF, base64; uploads -> arrays.
+
+Why here and small: encoding is per-image work that runs in the inference threads, so it must be
+cheap (PNG with a low zlib level, never `optimize=True`: ~10x slower, see MEASUREMENTS.md).
+Uploaded PNGs are checked for their pixel count from the header before any pixel is decoded
+(decompression bombs).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+from .errors import InvalidInput
+
+PNG_LEVEL = 1  # zlib level: small images gain nothing from more effort
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """float [N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C] (round half away, clipped)."""
+    x = np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _pil(img: np.ndarray) -> Image.Image:
+    return Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """uint8 [H, W, C] -> PNG bytes."""
+    buf = io.BytesIO()
+    _pil(img).save(buf, format="PNG", compress_level=PNG_LEVEL)
+    return buf.getvalue()
+
+
+def png_b64_rows(images: np.ndarray) -> list[str]:
+    """float [N, C, H, W] -> one base64 PNG string per image (runs in the inference thread)."""
+    return [base64.b64encode(png_bytes(img)).decode("ascii") for img in to_uint8(images)]
+
+
+def grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 [N, H, W, C] -> one uint8 [H', W', C] grid (ncol defaults to ceil(sqrt(N)))."""
+    n, h, w, c = images.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    out = np.zeros((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        out[y : y + h, x : x + w] = images[i]
+    return out
+
+
+def grid_png(images: np.ndarray, ncol: int | None = None) -> bytes:
+    return png_bytes(grid(images, ncol))
+
+
+def strip_png(images: np.ndarray) -> bytes:
+    return png_bytes(grid(images, ncol=len(images)))
+
+
+def gif_bytes(images: np.ndarray, duration_ms: int = 80) -> bytes:
+    """uint8 [N, H, W, C] -> an endlessly looping animated GIF."""
+    frames = [_pil(img) for img in images]
+    if frames[0].mode == "RGB":
+        frames = [f.quantize(colors=256) for f in frames]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return buf.getvalue()
+
+
+def b64decode(data: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{field}: not valid base64 ({exc})", field=field) from exc
+
+
+def decode_png(data: bytes, field: str, image_shape, max_pixels: int) -> np.ndarray:
+    """PNG bytes -> float32 [C, H, W] in [-1, 1] matching the model's `image_shape` (or 422)."""
+    c, h, w = image_shape
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Exception as exc:  # Pillow raises several types for non-images
+        raise InvalidInput(f"{field}: not a readable image", field=field) from exc
+    if img.format != "PNG":
+        raise InvalidInput(f"{field}: expected a PNG image, got {img.format}", field=field)
+    pixels = img.size[0] * img.size[1]
+    if pixels > max_pixels:
+        raise InvalidInput(
+            f"{field}: {img.size[0]}x{img.size[1]} = {pixels} pixels exceeds the limit of {max_pixels}",
+            field=field,
+            limit=max_pixels,
+        )
+    if img.size != (w, h):
+        raise InvalidInput(
+            f"{field}: image is {img.size[0]}x{img.size[1]}, the model needs {w}x{h}", field=field
+        )
+    try:
+        img = img.convert("L" if c == 1 else "RGB")
+        arr = np.asarray(img, dtype=np.float32)
+    except Exception as exc:  # truncated or corrupt data
+        raise InvalidInput(f"{field}: corrupt PNG data", field=field) from exc
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return (arr.transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32)
