@@ -138,6 +138,7 @@ class Classifier(nn.Module):
         self, image_size: int = 28, channels: int = 1, num_classes: int = 10, feature_dim: int = 128
     ):
         super().__init__()
+        self.image_shape = (channels, image_size, image_size)
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [

@@ -1,0 +1,204 @@
+"""Export a trained run to a model directory (docs/MODEL_FORMAT.md) and check ONNX parity.
+
+Each network is exported as one self-contained ONNX file with a dynamic batch axis, then run through
+ONNX Runtime at batch 1, 7 and 64 against PyTorch: a max abs difference above 1e-4 fails the export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from training.imaging import save_grid
+from training.models import Classifier, Discriminator, Generator, one_hot
+from training.train import sample_grid_inputs
+
+PARITY_BATCHES = (1, 7, 64)
+PARITY_TOLERANCE = 1e-4
+
+
+class _GeneratorGraph(nn.Module):
+    def __init__(self, g: Generator):
+        super().__init__()
+        self.g = g
+
+    def forward(self, z, y=None):
+        return self.g(z, y)
+
+
+class _ClassifierGraph(nn.Module):
+    def __init__(self, c: Classifier):
+        super().__init__()
+        self.c = c
+
+    def forward(self, image):
+        return self.c(image)
+
+
+def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], outputs: list[str], path: Path) -> None:
+    """One self-contained file, batch axis dynamic (exported with batch >= 2 so it is not baked in)."""
+    module.eval()
+    batch = torch.export.Dim("N", min=1, max=65536)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            tuple(inputs.values()),
+            str(path),
+            input_names=list(inputs),
+            output_names=outputs,
+            dynamic_shapes=tuple({0: batch} for _ in inputs),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def check_parity(module: nn.Module, make_inputs, path: Path) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime over PARITY_BATCHES; raises above tolerance."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for n in PARITY_BATCHES:
+        inputs = make_inputs(n)
+        with torch.no_grad():
+            expected = module(*inputs.values())
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+        for e, g in zip(expected, got, strict=True):
+            if tuple(e.shape) != g.shape:
+                raise RuntimeError(
+                    f"{path.name}: shape {g.shape} from ONNX Runtime, {tuple(e.shape)} from PyTorch"
+                )
+            worst = max(worst, float(np.abs(e.numpy() - g).max()))
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(
+            f"{path.name}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}"
+        )
+    return worst
+
+
+def export_generator(G: Generator, path: Path) -> float:
+    cfg, gen = G.cfg, torch.Generator().manual_seed(0)
+
+    def make(n):
+        inputs = {"z": torch.randn(n, cfg.latent_dim, generator=gen)}
+        if cfg.conditional:
+            inputs["y"] = one_hot(torch.randint(0, cfg.num_classes, (n,), generator=gen), cfg.num_classes)
+        return inputs
+
+    graph = _GeneratorGraph(G).eval()
+    export_onnx(graph, make(2), ["image"], path)
+    return check_parity(graph, make, path)
+
+
+def export_discriminator(D: Discriminator, path: Path) -> float:
+    cfg, gen = D.cfg, torch.Generator().manual_seed(1)
+
+    def make(n):
+        inputs = {"image": torch.rand(n, cfg.channels, cfg.image_size, cfg.image_size, generator=gen) * 2 - 1}
+        if cfg.conditional:
+            inputs["y"] = one_hot(torch.randint(0, cfg.num_classes, (n,), generator=gen), cfg.num_classes)
+        return inputs
+
+    graph = _GeneratorGraph(D).eval()  # same (x, y=None) calling convention
+    export_onnx(graph, make(2), ["logit"], path)
+    return check_parity(graph, make, path)
+
+
+def export_classifier(C: Classifier, path: Path) -> float:
+    c, h, w = C.image_shape
+    gen = torch.Generator().manual_seed(2)
+
+    def make(n):
+        return {"image": torch.rand(n, c, h, w, generator=gen) * 2 - 1}
+
+    graph = _ClassifierGraph(C).eval()
+    export_onnx(graph, make(2), ["logits", "features"], path)
+    return check_parity(graph, make, path)
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def feature_stats(features: np.ndarray) -> dict[str, np.ndarray]:
+    f = np.asarray(features, dtype=np.float64)
+    return {"mu": f.mean(axis=0), "sigma": np.cov(f, rowvar=False), "n": np.asarray(len(f))}
+
+
+def write_card(out: Path, card: dict) -> None:
+    """model.json with checksums of every file listed under `files` (computed last)."""
+    card["checksums"] = {name: sha256(out / name) for name in card["files"].values()}
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def export_model_dir(
+    out: Path,
+    *,
+    name: str,
+    G: Generator,
+    D: Discriminator,
+    C: Classifier,
+    class_names: list[str],
+    reference_images: torch.Tensor,
+    training: dict,
+    description: str = "",
+    version: str = "1.0.0",
+) -> dict:
+    """Write generator/discriminator/classifier ONNX, reference stats, samples and the card."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.onnx.data"):
+        stale.unlink()
+    cfg = G.cfg
+    parity = {
+        "generator": export_generator(G.eval(), out / "generator.onnx"),
+        "discriminator": export_discriminator(D.eval(), out / "discriminator.onnx"),
+        "classifier": export_classifier(C.eval(), out / "classifier.onnx"),
+    }
+    with torch.no_grad():
+        _, features = C.eval()(reference_images)
+    np.savez(out / "reference_stats.npz", **feature_stats(features.numpy()))
+    z, y, nrow = sample_grid_inputs(cfg, len(class_names))
+    with torch.no_grad():
+        save_grid(G(z, y).numpy(), nrow, out / "samples.png")
+    card = {
+        "format_version": 1,
+        "name": name,
+        "version": version,
+        "description": description,
+        "kind": "conditional" if cfg.conditional else "unconditional",
+        "latent_dim": cfg.latent_dim,
+        "num_classes": cfg.num_classes,
+        "class_names": list(class_names),
+        "image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
+        "value_range": [-1.0, 1.0],
+        "files": {
+            "generator": "generator.onnx",
+            "discriminator": "discriminator.onnx",
+            "classifier": "classifier.onnx",
+            "reference_stats": "reference_stats.npz",
+            "samples": "samples.png",
+        },
+        "training": {**training, "git_commit": git_commit(), "onnx_parity_max_abs_diff": parity},
+        "evaluation": {},
+    }
+    write_card(out, card)
+    return card
