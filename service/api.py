@@ -79,8 +79,17 @@ def error_response(exc: ServiceError, retry_after_s: int = 1) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none"}
+
+
 def _loc(loc) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    """('body', 'keyframes', 1, 'latent') -> 'keyframes[1].latent' (union member tags dropped)."""
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path")
+        and not (isinstance(p, str) and (set(p) & set("[]-(") or p in _TYPE_TAGS))
+    ]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)

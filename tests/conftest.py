@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import modelkit  # noqa: E402
 
 DEFAULT_TEST_MODEL = "tiny-cgan"
+
+# Starlette 1.x asks for `httpx2` for its TestClient (warning once, at import); plain httpx works.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import starlette.testclient  # noqa: F401
 
 
 @pytest.fixture(scope="session")
