@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 
 from .settings import Settings
 
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler restored:
+    # this handler turns that into a clean exit 0 after the drain (orchestrators read it as success).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "service.app:create_app",
         factory=True,
