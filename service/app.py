@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 
 from . import metrics
-from .api import install_error_handlers, router
+from .api import add_body_schemas, install_error_handlers, router
 from .registry import Registry
 from .settings import Settings
 
@@ -140,4 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(ServiceMiddleware, fastapi_app=app)
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            add_body_schemas(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
