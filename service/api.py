@@ -295,7 +295,7 @@ async def generate(request: Request):
             raise limit_error("seeds", st.max_images, len(body.seeds), "seeds")
         seeds = body.seeds
     else:
-        n = body.n or 1
+        n = body.n or (len(body.labels) if isinstance(body.labels, list) else 1)
         if n > st.max_images:
             raise limit_error("n", st.max_images, n, "images")
         base = body.seed if body.seed is not None else _random_seed(st.max_images)

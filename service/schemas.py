@@ -37,7 +37,9 @@ class _Response(BaseModel):
 
 class GenerateRequest(_Request):
     model: str | None = Field(None, description="Model name; the service's default model if absent.")
-    n: int | None = Field(None, ge=1, description="Number of images (1 if neither n nor seeds).")
+    n: int | None = Field(
+        None, ge=1, description="Number of images (default: one per label when labels is a list, else 1)."
+    )
     seeds: list[Seed] | None = Field(
         None, min_length=1, description="One seed per image; overrides `n` and `seed`."
     )

@@ -66,6 +66,8 @@ def test_generate_defaults_draw_a_seed_and_labels_from_each_seed(client):
     assert set(labels) == {0, 1, 2}
     one = client.post("/generate", json={"n": 3, "seed": 0, "labels": 2}).json()["images"]
     assert [i["label"] for i in one] == [2, 2, 2]
+    per_label = client.post("/generate", json={"seed": 0, "labels": [2, 0]}).json()["images"]
+    assert [i["label"] for i in per_label] == [2, 0]  # without n: one image per label
 
 
 def test_generate_truncation_and_unconditional_model(client, model_root):
