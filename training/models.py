@@ -24,6 +24,10 @@ class GANConfig:
     num_classes: int = 0  # 0: unconditional; K > 0: G and D take a label vector y [N, K]
     ngf: int = 64  # generator width
     ndf: int = 64  # discriminator width
+    conditioning: str = "projection"  # how D sees the label: "projection" or "acgan" (auxiliary classifier)
+    d_norm: str = "batch"  # D's normalisation: "batch" (DCGAN) or "none" (WGAN-GP's critic, spectral norm)
+    spectral_norm: bool = False  # spectral normalisation of every D layer (Miyato et al. 2018)
+    minibatch_stddev: bool = False  # append the batch's feature std as a channel before D's head
 
     def __post_init__(self):
         if self.image_size not in SUPPORTED_SIZES:
@@ -32,6 +36,10 @@ class GANConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.latent_dim < 1 or self.num_classes < 0:
             raise ValueError("latent_dim must be >= 1 and num_classes >= 0")
+        if self.conditioning not in ("projection", "acgan"):
+            raise ValueError(f"conditioning must be projection or acgan, got {self.conditioning!r}")
+        if self.d_norm not in ("batch", "none"):
+            raise ValueError(f"d_norm must be batch or none, got {self.d_norm!r}")
 
     @property
     def conditional(self) -> bool:
@@ -50,7 +58,10 @@ def _widths(cfg: GANConfig, base: int) -> list[int]:
 def init_weights(module: nn.Module) -> None:
     """DCGAN init: conv weights N(0, 0.02); batchnorm weight N(1, 0.02), bias 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        if nn.utils.parametrize.is_parametrized(module, "weight"):  # spectral norm: init the raw weight
+            nn.init.normal_(module.parametrizations.weight.original, 0.0, 0.02)
+        else:
+            nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
@@ -91,44 +102,68 @@ class Generator(nn.Module):
         return self.main(z[:, :, None, None])
 
 
+class MinibatchStddev(nn.Module):
+    """Appends the mean over features of the batch's standard deviation as one more channel
+    (Karras et al. 2018): D sees how varied the batch is, which penalises mode collapse."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        std = h.std(dim=0, unbiased=False).mean().expand(h.shape[0], 1, *h.shape[2:])
+        return torch.cat([h, std], dim=1)
+
+
 class Discriminator(nn.Module):
     """D(x, y) -> logit [N].
 
-    Conditioning is by projection (Miyato & Koyama 2018): logit = psi(phi(x)) + <V y, phi(x)>.
+    Conditioning is by projection (Miyato & Koyama 2018) by default: logit = psi(phi(x)) + <V y, phi(x)>.
     We chose it over an extra label channel because it ties the label to the features D already
     uses to judge realness, which gives markedly better label fidelity in cGANs, and a linear map
-    of y accepts soft label vectors unchanged. phi(x) is the flattened last feature map (no pooling).
+    of y accepts soft label vectors unchanged. With `conditioning="acgan"` D instead predicts the
+    class from phi(x) with an auxiliary head (Odena et al. 2017) and the logit ignores y.
+    phi(x) is the flattened last feature map (no pooling).
+
+    Spectral normalisation uses torch.nn.utils.parametrizations.spectral_norm: one power iteration
+    per training forward pass, with u persisted between steps; in eval mode the stored u, v are used.
     """
 
     def __init__(self, cfg: GANConfig):
         super().__init__()
         self.cfg = cfg
         widths = [cfg.ndf * 2**i for i in range(len(_widths(cfg, 1)))]  # ndf, 2 ndf, 4 ndf, ...
+        sn = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
+
+        def norm(c: int) -> list[nn.Module]:
+            return [nn.BatchNorm2d(c)] if cfg.d_norm == "batch" else []
+
         # input: channels x S x S; the first block has no batchnorm (DCGAN rule)
         layers: list[nn.Module] = [
-            nn.Conv2d(cfg.channels, widths[0], 4, 2, 1, bias=False),
+            sn(nn.Conv2d(cfg.channels, widths[0], 4, 2, 1, bias=False)),
             nn.LeakyReLU(0.2, True),
         ]
         for cin, cout in zip(widths, widths[1:], strict=False):
-            layers += [
-                nn.Conv2d(cin, cout, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.LeakyReLU(0.2, True),
-            ]
+            layers += [sn(nn.Conv2d(cin, cout, 4, 2, 1, bias=False)), *norm(cout), nn.LeakyReLU(0.2, True)]
+        if cfg.minibatch_stddev:
+            layers.append(MinibatchStddev())
         self.features = nn.Sequential(*layers)
         side = 7 if cfg.image_size == 28 else 4
-        # state size. widths[-1] x 7 x 7 (28 px) or x 4 x 4 (32/64 px)
-        self.feature_dim = widths[-1] * side * side
-        self.psi = nn.Linear(self.feature_dim, 1)
-        self.embed = nn.Linear(cfg.num_classes, self.feature_dim, bias=False) if cfg.conditional else None
+        # state size. widths[-1] (+1 with minibatch stddev) x 7 x 7 (28 px) or x 4 x 4 (32/64 px)
+        self.feature_dim = (widths[-1] + cfg.minibatch_stddev) * side * side
+        self.psi = sn(nn.Linear(self.feature_dim, 1))
+        projection = cfg.conditional and cfg.conditioning == "projection"
+        self.embed = sn(nn.Linear(cfg.num_classes, self.feature_dim, bias=False)) if projection else None
+        acgan = cfg.conditional and cfg.conditioning == "acgan"
+        self.aux = nn.Linear(self.feature_dim, cfg.num_classes) if acgan else None
         self.apply(init_weights)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_aux(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """(logit [N], class logits [N, K] or None)."""
         phi = self.features(x).flatten(1)
         logit = self.psi(phi).squeeze(1)
         if self.embed is not None:
             logit = logit + (self.embed(y) * phi).sum(dim=1)
-        return logit
+        return logit, (self.aux(phi) if self.aux is not None else None)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_aux(x, y)[0]
 
 
 class Classifier(nn.Module):

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.data import Dataset, load_dataset, split
 from training.imaging import plot_losses, save_grid
-from training.losses import get_objective
+from training.losses import get_objective, gradient_penalty
 from training.models import Discriminator, GANConfig, Generator, one_hot
 
 
@@ -40,13 +43,32 @@ class TrainConfig:
     d_steps: int = 1  # k in Algorithm 1
     loss: str = "non-saturating"
     ema_decay: float = 0.999  # EMA of G's weights; warmed up as min(decay, (1 + t) / (10 + t))
+    weight_average: int = 0  # also keep the plain average of G's weights over the last N G-steps (0: off)
+    export_weights: str = "ema"  # which G is exported: "ema", "average" (needs weight_average) or "raw"
+    conditioning: str = "projection"  # D's label conditioning: "projection" or "acgan"
+    d_norm: str = "batch"  # D's normalisation: "batch" or "none"
+    spectral_norm: bool = False  # spectral normalisation of D's layers
+    minibatch_stddev: bool = False  # minibatch standard deviation channel in D
+    label_smoothing: float = 0.0  # one-sided: D's target for real images is 1 - s (cross-entropy losses)
+    clip_value: float = 0.01  # WGAN: D's weights are clipped to [-c, c] after each D step
+    gp_weight: float = 10.0  # WGAN-GP: lambda of the gradient penalty
     heldout_fraction: float = 0.2  # held out for the classifier's accuracy and the FID reference
     split_seed: int = 0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
     def __post_init__(self):
-        get_objective(self.loss)
+        objective = get_objective(self.loss)
+        if self.label_smoothing and not objective.cross_entropy:
+            raise ValueError(f"label_smoothing applies to cross-entropy losses, not {self.loss!r}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError("label_smoothing must be in [0, 0.5)")
+        if self.export_weights not in ("ema", "average", "raw"):
+            raise ValueError("export_weights must be ema, average or raw")
+        if self.export_weights == "average" and self.weight_average < 1:
+            raise ValueError("export_weights=average needs weight_average >= 1")
+        if self.conditioning == "acgan" and not self.conditional:
+            raise ValueError("conditioning=acgan needs a conditional model")
         if self.epochs < 1 or self.batch_size < 2 or self.d_steps < 1:
             raise ValueError("epochs >= 1, batch_size >= 2 and d_steps >= 1 are required")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -62,12 +84,16 @@ class TrainConfig:
 
     def gan_config(self, num_classes: int) -> GANConfig:
         return GANConfig(
-            self.image_size,
-            self.channels,
-            self.latent_dim,
-            num_classes if self.conditional else 0,
-            self.ngf,
-            self.ndf,
+            image_size=self.image_size,
+            channels=self.channels,
+            latent_dim=self.latent_dim,
+            num_classes=num_classes if self.conditional else 0,
+            ngf=self.ngf,
+            ndf=self.ndf,
+            conditioning=self.conditioning,
+            d_norm=self.d_norm,
+            spectral_norm=self.spectral_norm,
+            minibatch_stddev=self.minibatch_stddev,
         )
 
 
@@ -106,6 +132,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.G, self.D = Generator(self.gan), Discriminator(self.gan)
         self.G_ema = copy.deepcopy(self.G).eval()
+        self.G_avg = copy.deepcopy(self.G).eval()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.world} ranks")
+        self.total_g_steps = cfg.epochs * (len(data) // cfg.batch_size) // cfg.d_steps
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
@@ -117,29 +148,46 @@ class Trainer:
 
     # -- one optimisation step -----------------------------------------------------------------
     def train_step(self, x: torch.Tensor, labels: torch.Tensor) -> list[float]:
+        """One D step (and a G step every k-th call) on this rank's share of a global minibatch."""
         cfg, G, D = self.cfg, self.G, self.D
         y = one_hot(labels, self.num_classes) if self.gan.conditional else None
-        z = torch.randn(len(x), cfg.latent_dim, generator=self.rng)
+        # z is drawn for the whole global batch and sliced, so N ranks compute what one process would
+        z = torch.randn(len(x) * self.world, cfg.latent_dim, generator=self.rng)[self.rank :: self.world]
         fake = G(z, y)
 
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
-        real_logit, fake_logit = D(x, y), D(fake.detach(), y)
-        loss_d = self.objective.d_loss(real_logit, fake_logit)
+        real_logit, real_class = D.forward_aux(x, y)
+        fake_logit, fake_class = D.forward_aux(fake.detach(), y)
+        loss_d = self.objective.d_loss(real_logit, fake_logit, cfg.label_smoothing)
+        if cfg.loss == "wgan-gp":
+            loss_d = loss_d + cfg.gp_weight * gradient_penalty(D, x, fake.detach(), y, self.rng)
+        if real_class is not None:  # AC-GAN: D also names the class of real and fake images
+            loss_d = loss_d + F.cross_entropy(real_class, labels) + F.cross_entropy(fake_class, labels)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        self._all_reduce_grads(D)
         self.opt_d.step()
+        if cfg.loss == "wgan":  # keep the critic K-Lipschitz by clipping its weights
+            with torch.no_grad():
+                for p in D.parameters():
+                    p.clamp_(-cfg.clip_value, cfg.clip_value)
         self.step += 1
         loss_g = float("nan")
 
         # (2) Update G network every k D-steps: non-saturating maximizes log(D(G(z)))
         if self.step % cfg.d_steps == 0:
-            g_loss = self.objective.g_loss(D(fake, y))
+            logit, fake_class = D.forward_aux(fake, y)
+            g_loss = self.objective.g_loss(logit)
+            if fake_class is not None:
+                g_loss = g_loss + F.cross_entropy(fake_class, labels)
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
+            self._all_reduce_grads(G)
             self.opt_g.step()
             self.g_steps += 1
             decay = min(cfg.ema_decay, (1 + self.g_steps) / (10 + self.g_steps))
             update_ema(self.G_ema, G, decay)
+            self._update_average()
             loss_g = g_loss.item()
         row = [
             loss_d.item(),
@@ -150,6 +198,38 @@ class Trainer:
         self.history.append(row)
         return row
 
+    def _all_reduce_grads(self, module: torch.nn.Module) -> None:
+        """Data parallelism: average gradients over ranks (what DDP's reducer does; see distributed())."""
+        if self.world > 1:
+            for p in module.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+
+    def _update_average(self) -> None:
+        """Plain average of G's weights over the last `weight_average` G-steps (Polyak averaging)."""
+        n = self.cfg.weight_average
+        if not n or self.g_steps <= self.total_g_steps - n:
+            return
+        k = self.g_steps - max(0, self.total_g_steps - n)  # 1, 2, ..., n
+        with torch.no_grad():
+            for pa, p in zip(self.G_avg.parameters(), self.G.parameters(), strict=True):
+                pa.copy_(p) if k == 1 else pa.add_((p - pa) / k)
+            for ba, b in zip(self.G_avg.buffers(), self.G.buffers(), strict=True):
+                ba.copy_(b)
+
+    def sync_buffers(self) -> None:
+        """Average BN running statistics over ranks, so every rank holds the same model."""
+        if self.world > 1:
+            for module in (self.G, self.D, self.G_ema, self.G_avg):
+                for b in module.buffers():
+                    if b.is_floating_point():
+                        dist.all_reduce(b)
+                        b /= self.world
+
+    def exported_generator(self) -> Generator:
+        return {"ema": self.G_ema, "average": self.G_avg, "raw": self.G}[self.cfg.export_weights].eval()
+
     def epoch(self, progress: tqdm | None = None) -> dict:
         self.G.train()
         self.D.train()
@@ -157,7 +237,7 @@ class Trainer:
         perm = torch.randperm(n, generator=self.rng)
         rows, start = [], time.perf_counter()
         for begin in range(0, n - bs + 1, bs):  # drop the last partial batch (BN wants full batches)
-            idx = perm[begin : begin + bs]
+            idx = perm[begin : begin + bs][self.rank :: self.world]  # this rank's share
             row = self.train_step(self.data.images[idx], self.data.labels[idx])
             rows.append(row)
             if progress is not None:
@@ -165,6 +245,7 @@ class Trainer:
                 progress.set_postfix(
                     loss_D=f"{row[0]:.3f}", loss_G=f"{row[1]:.3f}", D_x=f"{row[2]:.2f}", D_G_z=f"{row[3]:.2f}"
                 )
+        self.sync_buffers()
         self.epoch_done += 1
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
@@ -198,6 +279,7 @@ class Trainer:
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict(),
+            "G_avg": self.G_avg.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "rng": self.rng.get_state(),
@@ -210,8 +292,9 @@ class Trainer:
             raise ValueError(
                 "checkpoint was trained with another config (only --epochs may change on resume)"
             )
-        for module, key in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema")):
-            module.load_state_dict(state[key])
+        for module, key in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema"), (self.G_avg, "G_avg")):
+            if key in state:
+                module.load_state_dict(state[key])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.rng.set_state(state["rng"])
@@ -232,10 +315,29 @@ def fake_dataset(cfg: TrainConfig, n: int = 16, num_classes: int = 10) -> Datase
     return Dataset(images, labels, tuple(str(i) for i in range(num_classes)), "fake")
 
 
+def distributed() -> bool:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on GPU.
+
+    Data parallelism: every rank draws the same shuffle and noise, trains on its slice of each global
+    batch, and gradients are averaged with all_reduce before each optimiser step, which is what DDP
+    does. We all-reduce by hand instead of wrapping in DistributedDataParallel because a GAN step runs
+    D forward twice (real, fake) before one backward, which DDP's reducer does not allow.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False, dry_run: bool = False) -> Trainer:
-    """Train (or resume) into the run folder `out`; returns the trainer (G_ema is the result)."""
+    """Train (or resume) into the run folder `out`; returns the trainer (G_ema is the result).
+
+    Under torchrun, every rank trains and rank 0 alone writes the run folder.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    distributed()
+    main_rank = not dist.is_initialized() or dist.get_rank() == 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     if dry_run:
@@ -250,16 +352,21 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, dry_run: bool = Fal
         if not ckpt.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
         trainer.load_state(load_checkpoint(ckpt))
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if main_rank:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if dry_run:
         row = trainer.train_step(data.images[: cfg.batch_size], data.labels[: cfg.batch_size])
         print(f"dry run: loss_D={row[0]:.4f} loss_G={row[1]:.4f} D(x)={row[2]:.3f} D(G(z))={row[3]:.3f}")
         return trainer
     steps_per_epoch = len(data) // cfg.batch_size
     remaining = cfg.epochs - trainer.epoch_done
-    with tqdm(total=remaining * steps_per_epoch, desc=f"train {cfg.dataset}", unit="step") as progress:
+    with tqdm(
+        total=remaining * steps_per_epoch, desc=f"train {cfg.dataset}", unit="step", disable=not main_rank
+    ) as progress:
         for _ in range(remaining):
             record = trainer.epoch(progress)
+            if not main_rank:
+                continue
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             trainer.save_samples(out / "samples" / f"epoch_{trainer.epoch_done:03d}.png")

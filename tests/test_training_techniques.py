@@ -1,0 +1,141 @@
+"""The GAN techniques offered as training options (issue 9), each checked on real steps or known cases."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from test_training_data import write_idx
+from torch import nn
+
+from training.export import export_discriminator
+from training.losses import OBJECTIVES, get_objective, gradient_penalty
+from training.models import Discriminator, GANConfig, MinibatchStddev
+from training.train import TrainConfig, Trainer, fake_dataset
+
+TINY = dict(latent_dim=8, ngf=8, ndf=8, batch_size=8, epochs=1, threads=1)
+
+
+def trainer_for(tmp_path, **options):
+    cfg = TrainConfig(**{**TINY, **options})
+    return Trainer(cfg, fake_dataset(cfg, n=16, num_classes=3), tmp_path)
+
+
+@pytest.mark.parametrize("loss", sorted(OBJECTIVES))
+def test_every_objective_takes_a_finite_step(tmp_path, loss):
+    t = trainer_for(tmp_path, loss=loss, d_norm="none" if loss == "wgan-gp" else "batch")
+    row = t.train_step(t.data.images[:8], t.data.labels[:8])
+    assert np.isfinite(row[:2]).all()
+
+
+def test_wgan_clips_the_critic_weights(tmp_path):
+    t = trainer_for(tmp_path, loss="wgan", clip_value=0.005, lr=0.1)
+    t.train_step(t.data.images[:8], t.data.labels[:8])
+    assert max(p.abs().max().item() for p in t.D.parameters()) <= 0.005 + 1e-9
+
+
+def test_gradient_penalty_of_a_linear_critic_is_known():
+    class Linear(nn.Module):
+        def forward(self, x, y=None):
+            return (x * 2.0).flatten(1).sum(1)  # gradient 2 everywhere: norm = 2 * sqrt(D)
+
+    x = torch.zeros(4, 1, 2, 2)
+    gp = gradient_penalty(Linear(), x, x + 1, None, torch.Generator().manual_seed(0))
+    assert gp.item() == pytest.approx((2 * 2 - 1) ** 2)
+
+
+def test_hinge_and_label_smoothing_known_values():
+    hinge = get_objective("hinge")
+    assert hinge.d_loss(torch.tensor([2.0]), torch.tensor([-2.0]), 0.0).item() == 0.0
+    assert hinge.d_loss(torch.tensor([0.0]), torch.tensor([0.0]), 0.0).item() == 2.0
+    ns = get_objective("non-saturating")
+    sure = ns.d_loss(torch.tensor([20.0]), torch.tensor([-20.0]), 0.0).item()
+    smoothed = ns.d_loss(torch.tensor([20.0]), torch.tensor([-20.0]), 0.1).item()
+    assert sure < 1e-6 and smoothed == pytest.approx(0.1 * 20.0, rel=1e-3)  # s * softplus(20)
+    with pytest.raises(ValueError, match="cross-entropy"):
+        TrainConfig(loss="hinge", label_smoothing=0.1)
+
+
+def test_spectral_norm_keeps_the_largest_singular_value_near_one():
+    torch.manual_seed(0)
+    D = Discriminator(GANConfig(num_classes=0, ngf=8, ndf=8, spectral_norm=True, d_norm="none")).train()
+    with torch.no_grad():
+        D.psi.parametrizations.weight.original.mul_(50)  # a big raw weight...
+        for _ in range(30):  # ...power iterations run once per training forward pass
+            D(torch.randn(4, 1, 28, 28))
+    assert torch.linalg.matrix_norm(D.psi.weight, ord=2).item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_spectral_norm_discriminator_exports_with_parity(tmp_path):
+    D = Discriminator(GANConfig(num_classes=3, ngf=8, ndf=8, spectral_norm=True, d_norm="none"))
+    D.train()(torch.randn(4, 1, 28, 28), torch.eye(3)[[0, 1, 2, 0]])  # one power iteration
+    assert export_discriminator(D.eval(), tmp_path / "d.onnx") <= 1e-4
+
+
+def test_minibatch_stddev_adds_a_channel_that_sees_batch_variety():
+    same = torch.ones(4, 3, 5, 5)
+    out = MinibatchStddev()(same)
+    assert out.shape == (4, 4, 5, 5) and out[:, 3].abs().max() == 0
+    varied = MinibatchStddev()(torch.randn(4, 3, 5, 5))
+    assert varied[:, 3].min() > 0
+    D = Discriminator(GANConfig(num_classes=0, ngf=8, ndf=8, minibatch_stddev=True))
+    assert D(torch.randn(3, 1, 28, 28)).shape == (3,)
+
+
+def test_acgan_trains_an_auxiliary_classifier(tmp_path):
+    t = trainer_for(tmp_path, conditioning="acgan")
+    assert t.D.embed is None and t.D.aux is not None
+    before = t.D.aux.weight.detach().clone()
+    t.train_step(t.data.images[:8], t.data.labels[:8])
+    assert not torch.equal(before, t.D.aux.weight)
+    with pytest.raises(ValueError, match="acgan needs a conditional"):
+        TrainConfig(conditioning="acgan", conditional=False)
+
+
+def test_weight_average_is_the_mean_of_the_last_n_generators(tmp_path):
+    t = trainer_for(tmp_path, weight_average=2, export_weights="average", epochs=2)  # 2 steps per epoch
+    assert t.total_g_steps == 4
+    seen = []
+    for _ in range(4):
+        t.train_step(t.data.images[:8], t.data.labels[:8])
+        seen.append([p.detach().clone() for p in t.G.parameters()])
+    for i, p in enumerate(t.exported_generator().parameters()):
+        torch.testing.assert_close(p, (seen[2][i] + seen[3][i]) / 2)
+    ema = [p.detach() for p in t.G_ema.parameters()]
+    assert not torch.equal(ema[0], seen[3][0])  # the EMA lags the raw weights
+
+
+def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "images", rng.integers(0, 256, (32, 28, 28)), gz=False)
+    write_idx(tmp_path / "labels", np.arange(32) % 2, gz=False)
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import torch, torch.distributed as dist
+            from pathlib import Path
+            from training.train import TrainConfig, train
+            cfg = TrainConfig(dataset="idx:{tmp_path / "images"},{tmp_path / "labels"}", latent_dim=8, ngf=8,
+                              ndf=8, batch_size=8, epochs=2, threads=1, heldout_fraction=0.25)
+            t = train(cfg, Path("{tmp_path / "run"}"))
+            state = {{**{{"G." + k: v for k, v in t.G.state_dict().items()}},
+                      **{{"D." + k: v for k, v in t.D.state_dict().items()}},
+                      **{{"E." + k: v for k, v in t.G_ema.state_dict().items()}}}}
+            torch.save(state, "{tmp_path}/rank%d.pt" % dist.get_rank())
+            dist.destroy_process_group()
+            """
+        )
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no network here
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (tmp_path / "run" / "checkpoint.pt").exists()  # rank 0 wrote the run folder
