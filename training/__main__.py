@@ -169,18 +169,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     train(cfg, run, resume=args.resume)
     if args.preset or args.export:
         out = args.out or ROOT / "models" / name
-        export_and_evaluate(
-            run, out, name, description, args.samples, "python -m training " + shlex.join(args.argv)
-        )
+        export_and_evaluate(run, out, name, description, args.samples, _command(args.argv))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     name = args.name or args.run.name
     out = args.out or ROOT / "models" / name
-    export_and_evaluate(
-        args.run, out, name, args.description, args.samples, "python -m training " + shlex.join(args.argv)
-    )
+    export_and_evaluate(args.run, out, name, args.description, args.samples, _command(args.argv))
     return 0
 
 
