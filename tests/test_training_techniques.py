@@ -139,3 +139,13 @@ def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert (tmp_path / "run" / "checkpoint.pt").exists()  # rank 0 wrote the run folder
+
+
+def test_study_variants_are_valid_configs():
+    from dataclasses import replace
+
+    from training.study import BASE, VARIANTS
+
+    assert len(VARIANTS) >= 8
+    for _, overrides in VARIANTS.values():
+        replace(BASE, **overrides)  # raises on an invalid combination

@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("toy", help="toy experiments: 1-D Gaussian and the bilinear game", add_help=False)
     p.set_defaults(func=None)
+    p = sub.add_parser("study", help="the recipe study: objectives x regularisers, 3 seeds", add_help=False)
+    p.set_defaults(func=None)
     return parser
 
 
@@ -255,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.toy import main as toy_main
 
         return toy_main(argv[1:])
+    if argv[:1] == ["study"]:
+        from training.study import main as study_main
+
+        return study_main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     return args.func(args)

@@ -1,0 +1,260 @@
+"""The recipe study: objectives x regularisers on the embedded MNIST digits, same budget, 3 seeds each.
+
+Every variant trains a conditional DCGAN for the same number of discriminator steps (epochs),
+exports the generator to ONNX and is evaluated by training/evaluate.py with the project's classifier
+(FID, IS, label accuracy, diversity). Writes runs/study/results.json and docs/STUDY.md with the
+table (mean +- std over seeds), a sample grid per variant and the loss curves.
+
+    python -m training study --epochs 4 --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from training.data import load_dataset, split
+from training.evaluate import evaluate
+from training.export import export_generator, git_commit, sha256
+from training.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# A short budget: the EMA decay is shortened to match (0.999 suits the 40-epoch shipped recipe, but
+# over a few hundred steps it would still remember the untrained generator). Every run also keeps
+# the plain average of the last 150 G steps, so one training gives the EMA, average and raw exports.
+BASE = TrainConfig(dataset="mnist", conditional=True, threads=2, ema_decay=0.99, weight_average=150)
+
+# name -> (what it tests, TrainConfig overrides)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "ns (default)": ("non-saturating, BN D, projection, EMA export", {}),
+    "minimax": ("original saturating G loss", {"loss": "minimax"}),
+    "hinge": ("hinge loss", {"loss": "hinge"}),
+    "hinge + SN": (
+        "hinge, spectral norm in D, no BN in D",
+        {"loss": "hinge", "spectral_norm": True, "d_norm": "none"},
+    ),
+    "wgan-gp": (
+        "WGAN-GP, lambda 10, 5 critic steps, Adam 1e-4 (0, 0.9), no BN in D",
+        {"loss": "wgan-gp", "d_steps": 5, "lr": 1e-4, "beta1": 0.0, "beta2": 0.9, "d_norm": "none"},
+    ),
+    "wgan (clip)": (
+        "WGAN with weight clipping 0.01, 5 critic steps, lr 5e-5",
+        {"loss": "wgan", "d_steps": 5, "lr": 5e-5},
+    ),
+    "ns + mbstd": ("minibatch standard deviation in D", {"minibatch_stddev": True}),
+    "ns + AC-GAN": ("auxiliary-classifier D instead of projection", {"conditioning": "acgan"}),
+    "ns + smoothing": ("one-sided label smoothing 0.1", {"label_smoothing": 0.1}),
+    "ns, raw G": ("the default recipe exported without EMA", {"export_weights": "raw"}),
+    "ns, avg G": (
+        "the default run exported as the average of the last 200 G steps",
+        {"weight_average": 200, "export_weights": "average"},
+    ),
+}
+COLLAPSE_DIVERSITY = 0.5  # mean fake/real diversity ratio below this counts as mode collapse
+
+
+def _export_for_eval(trainer, out: Path, classifier_onnx: Path, class_names) -> None:
+    """A minimal model directory: generator.onnx + the project's classifier.onnx + model.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    export_generator(trainer.exported_generator(), out / "generator.onnx")
+    shutil.copy(classifier_onnx, out / "classifier.onnx")
+    files = {"generator": "generator.onnx", "classifier": "classifier.onnx"}
+    g = trainer.gan
+    card = {
+        "format_version": 1,
+        "name": out.name,
+        "kind": "conditional",
+        "latent_dim": g.latent_dim,
+        "num_classes": g.num_classes,
+        "class_names": list(class_names),
+        "image_shape": [g.channels, g.image_size, g.image_size],
+        "value_range": [-1.0, 1.0],
+        "files": files,
+        "checksums": {f: sha256(out / f) for f in files.values()},
+    }
+    (out / "model.json").write_text(json.dumps(card, indent=2))
+
+
+def run_study(epochs: int, seeds: int, samples: int, out: Path, variants: list[str]) -> dict:
+    classifier_onnx = ROOT / "models" / "mnist-cdcgan" / "classifier.onnx"
+    if not classifier_onnx.exists():
+        raise FileNotFoundError(
+            f"{classifier_onnx}: train the default model first (its classifier is the metric)"
+        )
+    train_split, heldout = split(load_dataset("mnist"), BASE.heldout_fraction, BASE.split_seed)
+    results = []
+    results_path = out / "results.json"
+    done = (
+        {(r["variant"], r["seed"]): r for r in json.loads(results_path.read_text())}
+        if results_path.exists()
+        else {}
+    )
+    trained: dict[tuple, tuple] = {}  # runs that differ only in export_weights share one training
+    for name in variants:
+        _, overrides = VARIANTS[name]
+        for seed in range(seeds):
+            if (name, seed) in done and done[(name, seed)]["epochs"] == epochs:
+                results.append(done[(name, seed)])
+                continue
+            cfg = replace(BASE, epochs=epochs, seed=seed, **overrides)
+            key = (tuple(sorted((k, v) for k, v in overrides.items() if k != "export_weights")), seed)
+            run = _run_dir(out, name, seed)
+            if key in trained:
+                trainer, seconds = trained[key]
+                trainer.cfg = cfg  # same training; only the exported weights differ
+            else:
+                shutil.rmtree(run, ignore_errors=True)
+                start = time.perf_counter()
+                trainer = train(cfg, run)
+                seconds = time.perf_counter() - start
+                trained[key] = (trainer, seconds)
+            history = np.asarray(trainer.history)
+            finite = bool(
+                np.isfinite(history[:, 0]).all()
+                and np.isfinite(history[:, 1][~np.isnan(history[:, 1])]).all()
+            )
+            record = {
+                "variant": name,
+                "seed": seed,
+                "epochs": epochs,
+                "train_seconds": round(seconds, 1),
+                "finite": finite,
+            }
+            if finite:
+                _export_for_eval(trainer, run / "model", classifier_onnx, train_split.class_names)
+                ev = evaluate(
+                    run / "model",
+                    heldout.images.numpy(),
+                    heldout.labels.numpy(),
+                    train_split.images.numpy(),
+                    train_split.labels.numpy(),
+                    n_samples=samples,
+                )
+                record |= {
+                    "fid": ev["fid"]["model"],
+                    "fid_real": ev["fid"]["real_baseline"],
+                    "is": ev["inception_score"]["model"]["mean"],
+                    "is_real": ev["inception_score"]["real_baseline"]["mean"],
+                    "label_accuracy": ev["label_accuracy"]["model"],
+                    "diversity": ev["diversity"]["ratio_mean"],
+                }
+                record["collapsed"] = bool(record["diversity"] < COLLAPSE_DIVERSITY)
+            results.append(record)
+            done[(name, seed)] = record
+            results_path.write_text(json.dumps(list(done.values()), indent=2))
+    return {"epochs": epochs, "seeds": seeds, "samples": samples, "runs": results}
+
+
+def _mean_std(values) -> str:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    return "n/a" if len(v) == 0 else f"{v.mean():.3g} +- {v.std():.2g}"
+
+
+def write_report(study: dict, out: Path, docs: Path) -> tuple[str, str]:
+    docs.mkdir(parents=True, exist_ok=True)
+    runs = study["runs"]
+    names = list(dict.fromkeys(r["variant"] for r in runs))
+    lines = [
+        "| variant | what | FID (lower better) | IS | label accuracy | diversity fake/real "
+        "| diverged / collapsed | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        rs = [r for r in runs if r["variant"] == name]
+        ok = [r for r in rs if r["finite"]]
+        cells = [name, VARIANTS[name][0]]
+        cells += [_mean_std(r[key] for r in ok) for key in ("fid", "is", "label_accuracy", "diversity")]
+        cells.append(
+            f"{sum(not r['finite'] for r in rs)} / {sum(r.get('collapsed', False) for r in ok)} of {len(rs)}"
+        )
+        cells.append(_mean_std(r["train_seconds"] for r in rs))
+        lines.append("| " + " | ".join(cells) + " |")
+    ref = next((r for r in runs if r["finite"]), None)
+    baseline = (
+        f"Real-data baselines (train images vs the held-out reference, same classifier): FID "
+        f"{ref['fid_real']:.2f}, IS {ref['is_real']:.2f}."
+        if ref
+        else ""
+    )
+    _grid_sheet(names, out, docs / "study_samples.png")
+    _loss_sheet(names, out, docs / "study_losses.png")
+    (docs / "study_results.json").write_text(json.dumps(study, indent=2))
+    return "\n".join(lines), baseline
+
+
+def _run_dir(out: Path, name: str, seed: int) -> Path:
+    return out / f"{name.replace(' ', '_').replace('+', 'p').replace(',', '')}-s{seed}"
+
+
+def _grid_sheet(names: list[str], out: Path, path: Path) -> None:
+    """The last epoch's sample grid (seed 0) of every variant, side by side with its name."""
+    tiles = []
+    for name in names:
+        grids = sorted((_run_dir(out, name, 0) / "samples").glob("epoch_*.png"))
+        if grids:
+            img = Image.open(grids[-1]).convert("L")
+            img = img.resize((img.width // 2, img.height // 2))
+            canvas = Image.new("L", (img.width, img.height + 16), 255)
+            canvas.paste(img, (0, 16))
+            ImageDraw.Draw(canvas).text((2, 2), name, fill=0)
+            tiles.append(canvas)
+    if not tiles:
+        return
+    cols = 4
+    w, h = tiles[0].size
+    sheet = Image.new("L", (cols * w, -(-len(tiles) // cols) * h), 255)
+    for i, t in enumerate(tiles):
+        sheet.paste(t, ((i % cols) * w, (i // cols) * h))
+    sheet.save(path)
+
+
+def _loss_sheet(names: list[str], out: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for name in names:
+        ckpt = _run_dir(out, name, 0) / "metrics.jsonl"
+        if ckpt.exists():
+            rows = [json.loads(line) for line in ckpt.read_text().splitlines()]
+            epochs = [r["epoch"] for r in rows]
+            axes[0].plot(epochs, [r["loss_d"] for r in rows], label=name)
+            axes[1].plot(epochs, [r["loss_g"] for r in rows], label=name)
+    axes[0].set_title("D loss per epoch (seed 0)")
+    axes[1].set_title("G loss per epoch (seed 0)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training study", description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=4, help="budget per run, in passes over the data")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant")
+    parser.add_argument("--samples", type=int, default=1000, help="generated samples per evaluation")
+    parser.add_argument("--out", type=Path, default=Path("runs/study"), help="run folders and results.json")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where STUDY figures go")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="subset of variants (names)")
+    args = parser.parse_args(argv)
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    study = run_study(args.epochs, args.seeds, args.samples, args.out, args.variants)
+    table, baseline = write_report(study, args.out, args.docs)
+    print(table)
+    print(baseline)
+    print(f"git commit {git_commit()}")
+    return 0
