@@ -2,10 +2,11 @@
 
 Every variant trains a conditional DCGAN for the same number of discriminator steps (epochs),
 exports the generator to ONNX and is evaluated by training/evaluate.py with the project's classifier
-(FID, IS, label accuracy, diversity). Writes runs/study/results.json and docs/STUDY.md with the
-table (mean +- std over seeds), a sample grid per variant and the loss curves.
+(FID, IS, label accuracy, diversity). Writes runs/study/results.json (resumable) and the
+table (mean +- std over seeds) as docs/study/results.md, a sample grid per variant and the loss
+curves; docs/STUDY.md discusses them.
 
-    python -m training study --epochs 4 --seeds 3
+    python -m training study --epochs 6 --seeds 3
 """
 
 from __future__ import annotations
@@ -183,9 +184,13 @@ def write_report(study: dict, out: Path, docs: Path) -> tuple[str, str]:
         if ref
         else ""
     )
-    _grid_sheet(names, out, docs / "study_samples.png")
-    _loss_sheet(names, out, docs / "study_losses.png")
-    (docs / "study_results.json").write_text(json.dumps(study, indent=2))
+    _grid_sheet(names, out, docs / "samples.png")
+    _loss_sheet(names, out, docs / "losses.png")
+    (docs / "results.json").write_text(json.dumps(study, indent=2))
+    budget = (
+        f"Budget: {study['epochs']} epochs per run, {study['seeds']} seeds, {study['samples']} samples each."
+    )
+    (docs / "results.md").write_text("\n".join(lines) + f"\n\n{baseline}\n\n{budget}\n")
     return "\n".join(lines), baseline
 
 
@@ -241,11 +246,11 @@ def _loss_sheet(names: list[str], out: Path, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training study", description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=4, help="budget per run, in passes over the data")
+    parser.add_argument("--epochs", type=int, default=6, help="budget per run, in passes over the data")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant")
     parser.add_argument("--samples", type=int, default=1000, help="generated samples per evaluation")
     parser.add_argument("--out", type=Path, default=Path("runs/study"), help="run folders and results.json")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where STUDY figures go")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "study", help="table and figures")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="subset of variants (names)")
     args = parser.parse_args(argv)
     unknown = set(args.variants) - set(VARIANTS)
