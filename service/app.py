@@ -2,8 +2,10 @@
 
 Why a factory: tests and uvicorn workers each build their own app from a `Settings`; models load
 in the lifespan (in a thread), never at import. The ASGI middleware here is the only per-request
-wrapper: request metrics, the upload-size guard (413 before the body is read whole) and the
-503 for new work while draining.
+wrapper: request metrics, the upload-size guard (413 before the body is read whole), the
+503 for new work while draining, and request IDs (`X-Request-ID` on every response, `request_id` in
+every JSON error body, logged with every error). API keys and CORS: `service.auth`, both off
+unless configured.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from . import metrics
 from .api import add_body_schemas, install_error_handlers, router
+from .auth import REQUEST_ID_HEADER, ApiKeyMiddleware, request_id
 from .registry import Registry
 from .settings import Settings
 
@@ -41,11 +45,40 @@ class ServiceMiddleware:
         method = scope["method"]
         t0 = time.perf_counter()
         status = 500
+        rid = request_id(scope)
+        started = False
+        held: list[dict] = []  # a JSON error response, held to add `request_id` to its body
 
         async def send_wrapper(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
+                message["headers"] = [
+                    *(h for h in message.get("headers", ()) if h[0].lower() != REQUEST_ID_HEADER),
+                    (REQUEST_ID_HEADER, rid.encode()),
+                ]
+                if status >= 400:
+                    log.log(
+                        logging.ERROR
+                        if status == 500
+                        else logging.WARNING
+                        if status >= 500
+                        else logging.INFO,
+                        "request %s: %s %s -> %d",
+                        rid,
+                        method,
+                        scope.get("path"),
+                        status,
+                    )
+                    ctype = dict((k.lower(), v) for k, v in message["headers"]).get(b"content-type", b"")
+                    if ctype.startswith(b"application/json"):
+                        held.append(message)
+                        return
+            elif held and message["type"] == "http.response.body":
+                held.append(message)
+                if message.get("more_body"):
+                    return
+                return await send_json_error(send, held, rid)
             await send(message)
 
         try:
@@ -75,11 +108,32 @@ class ServiceMiddleware:
                 return message
 
             await self.app(scope, receive_limited if method == "POST" else receive, send_wrapper)
+        except Exception:
+            log.exception("request %s: %s %s failed", rid, method, scope.get("path"))
+            if started:  # nothing more can be sent
+                raise
+            await _reply(send_wrapper, 500, "internal_error", f"internal error (request {rid})", settings)
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(endpoint, method, str(status)).inc()
             metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+async def send_json_error(send, held: list[dict], rid: str) -> None:
+    """Send a held JSON error response with `request_id` added to its body."""
+    start, raw = held[0], b"".join(m.get("body", b"") for m in held[1:])
+    try:
+        data = json.loads(raw)
+        if isinstance(data, dict) and "error" in data:  # error bodies only (not /readyz)
+            data["request_id"] = rid
+            raw = json.dumps(data).encode()
+    except ValueError:
+        pass
+    start["headers"] = [h for h in start["headers"] if h[0].lower() != b"content-length"]
+    start["headers"].append((b"content-length", str(len(raw)).encode()))
+    await send(start)
+    await send({"type": "http.response.body", "body": raw})
 
 
 def _content_length(scope) -> int | None:
@@ -139,6 +193,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.draining = False
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list, open_paths=settings.open_path_set)
+    if settings.cors_origin_list:  # off unless GANSERVE_CORS_ORIGINS is set
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type", "Accept"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Seed"],
+        )
     app.add_middleware(ServiceMiddleware, fastapi_app=app)
     default_openapi = app.openapi
 

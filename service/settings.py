@@ -55,3 +55,26 @@ class Settings(BaseSettings):
     max_group_size: int = Field(64, ge=1, description="seeds or latents per arithmetic term")
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body bytes")
     max_image_pixels: int = Field(1 << 20, ge=1, description="decoded pixels per uploaded image")
+
+    # --- security (all off by default; see docs/RELIABILITY.md) ---
+    api_keys: str = Field(
+        "",
+        description="comma-separated API keys; empty = no auth. Header `Authorization: Bearer <key>` "
+        "or `X-API-Key: <key>`",
+    )
+    open_paths: str = Field(
+        "/healthz,/readyz,/metrics", description="comma-separated paths served without a key"
+    )
+    cors_origins: str = Field("", description="comma-separated CORS origins ('*' for any); empty = CORS off")
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def open_path_set(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.open_paths.split(",") if p.strip())
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
