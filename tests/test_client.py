@@ -1,0 +1,268 @@
+"""The SDK against the real app: in-process (ASGI transports) and over a real uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from service.client import (
+    APIError,
+    AsyncGanClient,
+    BadRequest,
+    DeadlineExceeded,
+    GanClient,
+    GanServeError,
+    NotFound,
+    Overloaded,
+    ServerError,
+    TransportError,
+    Unauthorized,
+)
+
+
+@pytest.fixture
+def gan(client):
+    """GanClient over the started app's in-process transport (real ASGI, real ONNX Runtime)."""
+    with GanClient("http://testserver", transport=client._transport, retries=0) as g:
+        yield g
+
+
+def test_importing_the_sdk_needs_neither_fastapi_nor_onnxruntime():
+    code = (
+        "import sys; import service.client; "
+        "assert 'fastapi' not in sys.modules and 'onnxruntime' not in sys.modules, sorted(sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_generate_gives_images_as_pil_and_numpy_with_seeds_labels_latents(gan, tmp_path):
+    result = gan.generate(n=4, seed=10, labels=2, return_latents=True)
+    assert len(result) == 4 and result.seed == 10 and result.model == "tiny-cgan"
+    assert [img.seed for img in result] == [10, 11, 12, 13]
+    assert all(img.label == 2 for img in result)
+    first = result[0]
+    assert first.pil.size == (8, 8) and first.array.dtype == np.uint8 and first.array.shape == (8, 8)
+    assert first.latent.shape == (8,)
+    np.testing.assert_allclose(first.latent, np.random.default_rng(10).standard_normal(8), rtol=1e-6)
+    assert result.arrays.shape == (4, 8, 8)
+    again = gan.generate(seeds=[12], labels=2)
+    assert np.array_equal(again[0].array, result[2].array)  # same seed, label, model: same pixels
+    grid = result.save_grid(tmp_path / "grid.png", nrow=2, scale=1)
+    assert PILImage.open(grid).size == (2 + 2 * 10, 2 + 2 * 10)
+    assert len(result.save_all(tmp_path / "each")) == 4
+
+
+def test_interpolate_strip_and_gif(gan, tmp_path):
+    walk = gan.interpolate(
+        keyframes=[{"seed": 1, "label": 0}, {"seed": 2, "label": 2}], steps=5, method="lerp"
+    )
+    assert len(walk) == 6
+    assert walk[0].t == 0.0 and walk[-1].t == 1.0
+    assert walk[0].label == [1.0, 0.0, 0.0] and walk[-1].label == [0.0, 0.0, 1.0]
+    gif = PILImage.open(walk.save_gif(tmp_path / "walk.gif"))
+    assert gif.n_frames == 6
+    assert PILImage.open(walk.save_strip(tmp_path / "strip.png", scale=1)).width == 2 + 6 * 10
+
+
+def test_arithmetic_and_neighbours(gan):
+    out = gan.arithmetic(
+        terms=[{"seeds": [1, 2]}, {"weight": -1, "seeds": [3]}, {"seeds": [4]}], label=1, neighbors=3, seed=5
+    )
+    expected = np.mean([np.random.default_rng(s).standard_normal(8) for s in (1, 2)], axis=0)
+    expected += -np.random.default_rng(3).standard_normal(8) + np.random.default_rng(4).standard_normal(8)
+    np.testing.assert_allclose(out.result.latent, expected, rtol=1e-5, atol=1e-5)
+    assert len(out.neighbors) == 3 and out.label == 1
+    assert all(np.abs(n.latent - out.result.latent).max() <= 0.25 + 1e-6 for n in out.neighbors)
+
+
+def test_score_accepts_sdk_images_paths_pil_and_arrays(gan, tmp_path):
+    images = gan.generate(n=3, seed=0, labels=[0, 1, 2])
+    path = images[1].save(tmp_path / "one.png")
+    scored = gan.score([images[0], path, images[2].pil, images[2].array], labels=[0, 1, 2, 2])
+    assert len(scored.scores) == 4 and scored.set.n == 4
+    assert all(0.0 <= s.realness <= 1.0 and 0.0 <= s.confidence <= 1.0 for s in scored.scores)
+
+
+def test_models_model_health_ready(gan):
+    listing = gan.models()
+    assert {m.name for m in listing.models} == {"tiny-cgan", "tiny-gan"}
+    assert gan.model("tiny-gan").kind == "unconditional"
+    assert gan.health().status == "ok"
+    assert gan.ready().ready is True
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "status"),
+    [
+        (lambda g: g.model("nope"), NotFound, 404),
+        (lambda g: g.generate(n=100_000), BadRequest, 422),
+        (lambda g: g.generate(model="tiny-cgan", labels=7), BadRequest, 422),
+    ],
+)
+def test_errors_map_to_the_exception_tree(gan, call, error, status):
+    with pytest.raises(error) as info:
+        call(gan)
+    assert isinstance(info.value, APIError) and isinstance(info.value, GanServeError)
+    assert info.value.status == status and info.value.detail
+
+
+def test_the_server_limit_is_named_in_the_error(gan):
+    with pytest.raises(BadRequest) as info:
+        gan.generate(n=100_000)
+    assert info.value.field == "n" and info.value.limit == 256
+
+
+def test_local_validation_reads_like_the_services_422(gan):
+    with pytest.raises(BadRequest) as info:
+        gan.generate(truncation=-1)
+    assert info.value.status == 422 and info.value.field == "truncation"
+
+
+class Scripted(httpx.BaseTransport):
+    """Answers with a scripted list of statuses and counts the attempts."""
+
+    def __init__(self, statuses, headers=None, body=b'{"error":"x","detail":"scripted"}'):
+        self.statuses, self.headers, self.body, self.calls = list(statuses), headers or {}, body, 0
+
+    def handle_request(self, request):
+        self.calls += 1
+        status = self.statuses.pop(0) if self.statuses else 200
+        if status == 200:
+            return httpx.Response(200, json={"status": "ok"})
+        return httpx.Response(status, content=self.body, headers=self.headers)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, BadRequest), (401, Unauthorized), (404, NotFound), (413, BadRequest), (422, BadRequest),
+     (500, ServerError), (503, Overloaded), (504, DeadlineExceeded)],
+)  # fmt: skip
+def test_every_status_maps_to_its_exception(status, error):
+    transport = Scripted([status], headers={"X-Request-ID": "req-1"})
+    with GanClient("http://x", transport=transport, retries=0) as g, pytest.raises(error) as info:
+        g.health()
+    assert (
+        info.value.status == status and info.value.request_id == "req-1" and info.value.detail == "scripted"
+    )
+
+
+def test_retry_on_503_honours_retry_after_and_is_bounded():
+    transport = Scripted([503, 503, 200], headers={"Retry-After": "0.05"})
+    with GanClient("http://x", transport=transport, retries=3, backoff=0.001) as g:
+        assert g.health().status == "ok"
+    assert transport.calls == 3
+    always = Scripted([503] * 10, headers={"Retry-After": "0"})
+    with GanClient("http://x", transport=always, retries=2, backoff=0.001) as g, pytest.raises(Overloaded):
+        g.health()
+    assert always.calls == 3  # one try + 2 retries
+    slow = Scripted([503] * 10, headers={"Retry-After": "5"})
+    with (
+        GanClient("http://x", transport=slow, retries=5, max_retry_seconds=1) as g,
+        pytest.raises(Overloaded),
+    ):
+        g.health()
+    assert slow.calls == 1  # waiting 5 s would pass the 1 s retry budget: give up at once
+
+
+def test_no_retry_on_422():
+    transport = Scripted([422, 200])
+    with GanClient("http://x", transport=transport, retries=5) as g, pytest.raises(BadRequest):
+        g.health()
+    assert transport.calls == 1
+
+
+def test_connection_errors_are_retried_then_raised():
+    calls = []
+
+    def refuse(request):
+        calls.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    transport = httpx.MockTransport(refuse)
+    with (
+        GanClient("http://x", transport=transport, retries=2, backoff=0.001) as g,
+        pytest.raises(TransportError),
+    ):
+        g.health()
+    assert len(calls) == 3
+
+
+def test_api_key_is_sent_as_bearer():
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={"status": "ok"})
+
+    with GanClient("http://x", transport=httpx.MockTransport(handler), api_key="s3cret") as g:
+        g.health()
+    assert seen == ["Bearer s3cret"]
+
+
+@pytest.mark.anyio
+async def test_async_client_mirrors_the_sync_one(app):
+    from conftest import started
+
+    async with started(app):
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncGanClient("http://test", transport=transport, retries=0) as g:
+            result = await g.generate(n=3, seed=10, labels=2)
+            assert [img.seed for img in result] == [10, 11, 12]
+            walk = await g.interpolate(keyframes=[{"seed": 1}, {"seed": 2}], steps=3)
+            assert len(walk) == 4
+            arith = await g.arithmetic(terms=[{"seeds": [1]}], neighbors=1, seed=0)
+            assert len(arith.neighbors) == 1
+            scored = await g.score([result[0]])
+            assert scored.set.n == 1
+            assert (await g.models()).default == "tiny-cgan"
+            assert (await g.model("tiny-cgan")).kind == "conditional"
+            assert (await g.health()).status == "ok" and (await g.ready()).ready
+            with pytest.raises(NotFound):
+                await g.model("missing")
+
+
+@pytest.mark.anyio
+async def test_async_retry_on_503():
+    class AsyncScripted(httpx.AsyncBaseTransport):
+        def __init__(self):
+            self.calls = 0
+
+        async def handle_async_request(self, request):
+            self.calls += 1
+            if self.calls < 3:
+                return httpx.Response(503, json={"detail": "busy"}, headers={"Retry-After": "0"})
+            return httpx.Response(200, json={"status": "ok"})
+
+    transport = AsyncScripted()
+    async with AsyncGanClient("http://x", transport=transport, retries=3, backoff=0.001) as g:
+        assert (await g.health()).status == "ok"
+    assert transport.calls == 3
+
+
+def test_against_a_real_uvicorn(live_server):
+    with GanClient(live_server, timeout=10) as g:
+        assert g.ready().ready
+        result = g.generate(n=2, seed=3)
+        assert len(result) == 2
+        with pytest.raises(NotFound):
+            g.model("nope")
+
+
+def test_timeouts_are_transport_errors(live_server):
+    with GanClient(live_server, timeout=1e-6, retries=0) as g, pytest.raises(TransportError):
+        g.generate(n=64, seed=1)
+
+
+def test_nothing_listening_is_a_transport_error():
+    from conftest import free_port
+
+    with (
+        GanClient(f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.001) as g,
+        pytest.raises(TransportError),
+    ):
+        g.health()
