@@ -1,0 +1,1 @@
+"""Benchmarks of the service (python -m bench; see docs/BENCHMARKS.md)."""

@@ -1,0 +1,305 @@
+"""A lean async httpx load generator: closed loop (fixed concurrency) and open loop (fixed rate).
+
+Lean on purpose (it shares the 2 cores with the server, see ../shared/guide/MEASUREMENTS.md):
+one `httpx.AsyncClient` per connection (a shared client's pool costs milliseconds of CPU per
+request at high concurrency), bodies pre-encoded once, responses not parsed (status, length and
+`Retry-After` only). Its own CPU use (process time over wall time) is reported with every run.
+
+Server-side figures come from outside the request path: the mean batch size from the delta of
+`ganserve_batch_size_{sum,count}` on `/metrics`, and server CPU from `/proc/<pid>/stat` (utime +
+stime of the server process and all its descendants, e.g. uvicorn workers).
+
+Closed loop: `concurrency` workers send back to back; latency = send -> last byte.
+Open loop: arrivals every 1/rate s on a fixed schedule; latency counts from the scheduled time
+(no coordinated omission); a request that finds no idle connection opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- server-side probes ----------------------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def proc_cpu_s(pid: int | None) -> float:
+    """utime + stime (seconds) of `pid` and all its live descendants."""
+    if pid is None:
+        return 0.0
+    total = 0
+    for p in _descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLK_TCK
+
+
+def machine_busy_s() -> float:
+    """Non-idle CPU seconds of the whole machine (all cores) from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # minus idle and iowait
+
+
+_METRIC = re.compile(r"^(ganserve_batch_size_(?:sum|count))\{([^}]*)\}\s+(\S+)$", re.M)
+
+
+async def batch_stats(base_url: str) -> dict[str, float]:
+    """{'sum': rows, 'count': calls} of the generator batchers (all models) from /metrics."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
+        text = (await c.get("/metrics")).text
+    out = {"sum": 0.0, "count": 0.0}
+    for name, labels, value in _METRIC.findall(text):
+        if ":" in labels:  # discriminator / classifier batchers are labelled "model:role"
+            continue
+        out["sum" if name.endswith("sum") else "count"] += float(value)
+    return out
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    mode: str
+    path: str
+    images_per_request: int
+    concurrency: int | None = None
+    rate: float | None = None
+    duration_s: float = 0.0
+    ok: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    requests_per_s: float = 0.0
+    images_per_s: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    mean_batch_size: float | None = None
+    server_cpu_cores: float | None = None
+    loadgen_cpu_cores: float = 0.0
+    other_cpu_cores: float | None = None  # everything else on the machine during the window
+    retry_after_missing: int = 0
+    rejected_p99_ms: float | None = None
+    max_connections: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(v for k, v in self.statuses.items() if k != "200")
+
+
+def _pct(lat: list[float], q: float) -> float | None:
+    return float(np.percentile(lat, q) * 1000) if lat else None
+
+
+class _Recorder:
+    def __init__(self, t_start: float, t_end: float, by_start: bool):
+        self.t_start, self.t_end, self.by_start = t_start, t_end, by_start
+        self.ok_lat: list[float] = []
+        self.rej_lat: list[float] = []
+        self.statuses: Counter = Counter()
+        self.retry_after_missing = 0
+
+    def add(self, t0: float, t1: float, status: str, retry_after: bool = True) -> None:
+        t = t0 if self.by_start else t1  # open loop: by arrival; closed loop: by completion
+        if not self.t_start <= t < self.t_end:
+            return  # warm-up or tail: outside the measured window
+        self.statuses[status] += 1
+        if status == "200":
+            self.ok_lat.append(t1 - t0)
+        else:
+            self.rej_lat.append(t1 - t0)
+            if status == "503" and not retry_after:
+                self.retry_after_missing += 1
+
+
+async def _send(client: httpx.AsyncClient, path: str, body: bytes, headers: dict) -> tuple[str, bool]:
+    try:
+        r = await client.post(path, content=body, headers=headers)
+        await r.aread()
+        return str(r.status_code), "retry-after" in r.headers
+    except httpx.TimeoutException:
+        return "timeout", False
+    except httpx.HTTPError as exc:
+        return type(exc).__name__, False
+
+
+def _client(base_url: str, timeout: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+    )
+
+
+async def _run(
+    base_url: str,
+    path: str,
+    body: bytes,
+    images: int,
+    duration: float,
+    warmup: float,
+    server_pid: int | None,
+    driver,
+    mode: str,
+    concurrency: int | None,
+    rate: float | None,
+) -> RunResult:
+    headers = {"content-type": "application/json"}
+    b0 = await batch_stats(base_url)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    rec = _Recorder(now + warmup, now + warmup + duration, by_start=mode == "open")
+    cpu_marks: dict[str, tuple[float, float]] = {}
+
+    async def mark(name: str, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        cpu_marks[name] = (proc_cpu_s(server_pid), time.process_time(), machine_busy_s())
+
+    marks = [
+        asyncio.ensure_future(mark("start", rec.t_start)),
+        asyncio.ensure_future(mark("end", rec.t_end)),
+    ]
+    stats = await driver(loop, rec, headers)
+    await asyncio.gather(*marks)
+    b1 = await batch_stats(base_url)
+    (s0, l0, m0), (s1, l1, m1) = cpu_marks["start"], cpu_marks["end"]
+    ok = rec.statuses.get("200", 0)
+    calls = b1["count"] - b0["count"]
+    return RunResult(
+        mode=mode,
+        path=path,
+        images_per_request=images,
+        concurrency=concurrency,
+        rate=rate,
+        duration_s=duration,
+        ok=ok,
+        statuses=dict(sorted(rec.statuses.items())),
+        requests_per_s=ok / duration,
+        images_per_s=ok * images / duration,
+        p50_ms=_pct(rec.ok_lat, 50),
+        p95_ms=_pct(rec.ok_lat, 95),
+        p99_ms=_pct(rec.ok_lat, 99),
+        max_ms=max(rec.ok_lat) * 1000 if rec.ok_lat else None,
+        mean_batch_size=(b1["sum"] - b0["sum"]) / calls if calls else None,
+        server_cpu_cores=(s1 - s0) / duration if server_pid else None,
+        loadgen_cpu_cores=(l1 - l0) / duration,
+        other_cpu_cores=max(0.0, (m1 - m0) - (s1 - s0) - (l1 - l0)) / duration if server_pid else None,
+        retry_after_missing=rec.retry_after_missing,
+        rejected_p99_ms=_pct(rec.rej_lat, 99),
+        max_connections=stats.get("connections", concurrency or 0),
+    )
+
+
+async def closed_loop(
+    base_url: str,
+    path: str,
+    body: bytes,
+    images: int,
+    concurrency: int,
+    duration: float = 5.0,
+    warmup: float = 1.0,
+    server_pid: int | None = None,
+    timeout: float = 30.0,
+) -> RunResult:
+    async def driver(loop, rec: _Recorder, headers):
+        clients = [_client(base_url, timeout) for _ in range(concurrency)]
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while True:
+                t0 = loop.time()
+                if t0 >= rec.t_end:
+                    return
+                status, ra = await _send(client, path, body, headers)
+                rec.add(t0, loop.time(), status, ra)
+
+        try:
+            await asyncio.gather(*(worker(c) for c in clients))
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+        return {"connections": concurrency}
+
+    return await _run(
+        base_url, path, body, images, duration, warmup, server_pid, driver, "closed", concurrency, None
+    )
+
+
+async def open_loop(
+    base_url: str,
+    path: str,
+    body: bytes,
+    images: int,
+    rate: float,
+    duration: float = 5.0,
+    warmup: float = 1.0,
+    server_pid: int | None = None,
+    timeout: float = 30.0,
+    max_connections: int = 2048,
+) -> RunResult:
+    async def driver(loop, rec: _Recorder, headers):
+        idle: list[httpx.AsyncClient] = []
+        all_clients: list[httpx.AsyncClient] = []
+        tasks: set[asyncio.Task] = set()
+
+        async def one(t_sched: float) -> None:
+            client = idle.pop() if idle else None
+            if client is None:
+                if len(all_clients) >= max_connections:
+                    rec.add(t_sched, loop.time(), "client_saturated")
+                    return
+                client = _client(base_url, timeout)
+                all_clients.append(client)
+            status, ra = await _send(client, path, body, headers)
+            rec.add(t_sched, loop.time(), status, ra)
+            idle.append(client)
+
+        interval = 1.0 / rate
+        t_sched = loop.time()
+        while t_sched < rec.t_end:
+            delay = t_sched - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # send every arrival that is due (the loop may wake late under load)
+            while t_sched <= loop.time() and t_sched < rec.t_end:
+                task = asyncio.ensure_future(one(t_sched))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                t_sched += interval
+        if tasks:
+            await asyncio.wait(list(tasks), timeout=timeout + 5)
+        await asyncio.gather(*(c.aclose() for c in all_clients))
+        return {"connections": len(all_clients)}
+
+    return await _run(base_url, path, body, images, duration, warmup, server_pid, driver, "open", None, rate)

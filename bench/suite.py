@@ -1,0 +1,291 @@
+"""The benchmark driver: real uvicorn servers on 127.0.0.1, the load generator, the ceiling.
+
+Each configuration is a fresh `python -m service` process (GANSERVE_* settings in its
+environment); the naive baseline is `uvicorn bench.naive:app`. Every point is `repeats` runs of
+`duration` s (after a short warm-up) on the same server; the medians are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from . import loadgen, ort_ceiling
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+GEN1 = ("/generate", json.dumps({"n": 1}).encode(), 1)
+GEN16 = ("/generate", json.dumps({"n": 16}).encode(), 16)
+INTERP16 = ("/interpolate", json.dumps({"keyframes": [{"seed": 1}, {"seed": 2}], "steps": 16}).encode(), 17)
+CASES = {"n1": GEN1, "n16": GEN16, "interp16": INTERP16}
+
+
+@dataclass
+class Plan:
+    duration: float = 4.0
+    warmup: float = 0.7
+    repeats: int = 3
+    ort_seconds: float = 0.5
+    ort_repeats: int = 3
+    closed_n1: tuple = (1, 8, 32, 64, 128)
+    closed_n16: tuple = (1, 16, 64)
+    closed_interp: tuple = (1, 16)
+    overload_s: float = 30.0
+    open_fractions: tuple = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25)
+    open_duration: float = 4.0
+
+
+QUICK = Plan(
+    duration=1.5,
+    warmup=0.4,
+    repeats=1,
+    ort_seconds=0.25,
+    ort_repeats=1,
+    closed_n1=(1, 64),
+    closed_n16=(16,),
+    closed_interp=(16,),
+    overload_s=8.0,
+    open_fractions=(0.5, 0.9, 1.1),
+    open_duration=2.0,
+)
+
+# name -> GANSERVE_* overrides (on top of service/settings.py's defaults)
+CONFIGS: dict[str, dict[str, str]] = {
+    "no batching (max_batch_size=1)": {"MAX_BATCH_SIZE": "1"},
+    "max_queue_delay_ms=1": {"MAX_QUEUE_DELAY_MS": "1"},
+    "max_queue_delay_ms=2": {"MAX_QUEUE_DELAY_MS": "2"},
+    "max_queue_delay_ms=5": {"MAX_QUEUE_DELAY_MS": "5"},
+    "intra_op=2, inference_threads=1": {"INTRA_OP_THREADS": "2", "INFERENCE_THREADS": "1"},
+    "intra_op=1, inference_threads=1": {"INTRA_OP_THREADS": "1", "INFERENCE_THREADS": "1"},
+    "intra_op=1, inference_threads=4": {"INTRA_OP_THREADS": "1", "INFERENCE_THREADS": "4"},
+    "workers=2 (inference_threads=1 each)": {"WORKERS": "2", "INFERENCE_THREADS": "1"},
+}
+CONFIG_POINTS = (("n1", 1), ("n1", 64), ("n16", 16))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine_state() -> dict:
+    top = subprocess.run(["top", "-bn1", "-w", "160"], capture_output=True, text=True).stdout.splitlines()
+    procs = [ln for ln in top[7:12] if ln.strip()]
+    return {"loadavg": os.getloadavg(), "top": procs, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(kind: str, env: dict[str, str] | None = None, models: Path | None = None):
+    """Start the service (kind 'service') or the naive baseline ('naive'); yield (url, pid)."""
+    port = _free_port()
+    e = dict(os.environ)
+    if kind == "service":
+        e.update({f"GANSERVE_{k}": v for k, v in (env or {}).items()})
+        cmd = [PY, "-m", "service", "--port", str(port), "--log-level", "warning"]
+        if models:
+            cmd += ["--models", str(models)]
+    else:
+        e["GANSERVE_BENCH_MODEL"] = str((models or ROOT / "models") / "mnist-cdcgan")
+        cmd = [PY, "-m", "uvicorn", "bench.naive:app", "--port", str(port)]
+        cmd += ["--log-level", "warning", "--no-access-log"]
+    # its own session, as a deployed server would be: with sched_autogroup the kernel shares the
+    # CPU between sessions, and the server must not share one slot with the load generator
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = "/readyz" if kind == "service" else "/docs"
+        t_end = time.time() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(url + ready, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > t_end:
+                raise RuntimeError(f"{kind} server not ready after 90 s")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _median_result(runs: list[loadgen.RunResult]) -> dict:
+    """Per-metric medians over repeated runs (statuses summed), with the runs kept."""
+    out = asdict(runs[0])
+    for key in (
+        "requests_per_s",
+        "images_per_s",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "mean_batch_size",
+        "server_cpu_cores",
+        "loadgen_cpu_cores",
+        "other_cpu_cores",
+    ):
+        vals = [getattr(r, key) for r in runs if getattr(r, key) is not None]
+        out[key] = statistics.median(vals) if vals else None
+    statuses: dict[str, int] = {}
+    for r in runs:
+        for k, v in r.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+    out["statuses"] = statuses
+    out["repeats"] = len(runs)
+    out["runs"] = [
+        {k: v for k, v in asdict(r).items() if k in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms")}
+        for r in runs
+    ]
+    return out
+
+
+def closed(url: str, pid: int, case: str, c: int, plan: Plan) -> dict:
+    path, body, images = CASES[case]
+    runs = [
+        asyncio.run(
+            loadgen.closed_loop(url, path, body, images, c, plan.duration, plan.warmup, server_pid=pid)
+        )
+        for _ in range(plan.repeats)
+    ]
+    res = _median_result(runs) | {"case": case}
+    log(
+        f"    {case:8s} c={c:3d}: {res['requests_per_s']:7.0f} req/s {res['images_per_s']:6.0f} img/s "
+        f"p50 {res['p50_ms'] or 0:6.1f} p99 {res['p99_ms'] or 0:7.1f} ms "
+        f"batch {res['mean_batch_size'] or 0:5.1f} "
+        f"cpu srv {res['server_cpu_cores'] or 0:.2f} gen {res['loadgen_cpu_cores']:.2f} "
+        f"other {res['other_cpu_cores'] or 0:.2f} {res['statuses']}"
+    )
+    return res
+
+
+def open_run(url: str, pid: int, case: str, rate: float, duration: float, warmup: float) -> dict:
+    path, body, images = CASES[case]
+    r = asyncio.run(loadgen.open_loop(url, path, body, images, rate, duration, warmup, server_pid=pid))
+    res = asdict(r) | {"case": case, "offered_per_s": rate}
+    log(
+        f"    open {case:5s} {rate:7.0f}/s: {r.requests_per_s:7.0f} ok/s p50 {r.p50_ms or 0:7.1f} "
+        f"p99 {r.p99_ms or 0:7.1f} ms batch {r.mean_batch_size or 0:5.1f} conns {r.max_connections} "
+        f"cpu srv {r.server_cpu_cores or 0:.2f} gen {r.loadgen_cpu_cores:.2f} {r.statuses}"
+    )
+    return res
+
+
+def find_knee(url: str, pid: int, case: str, capacity: float, plan: Plan) -> tuple[list[dict], float]:
+    """Offered rates as fractions of the closed-loop capacity; the knee is the highest rate that
+    is still served in full (>= 97% of offered, no errors) with p99 under 100 ms."""
+    rows, knee = [], 0.0
+    for f in plan.open_fractions:
+        rate = max(1.0, capacity * f)
+        res = open_run(url, pid, case, rate, plan.open_duration, plan.warmup)
+        res["fraction_of_capacity"] = f
+        rows.append(res)
+        served = res["requests_per_s"] >= 0.97 * rate and not (set(res["statuses"]) - {"200"})
+        if served and (res["p99_ms"] or 1e9) < 100:
+            knee = rate
+    return rows, knee
+
+
+def run_all(
+    plan: Plan, out_dir: Path, provider: str = "cpu", models: Path | None = None, only: set | None = None
+) -> dict:
+    models = models or ROOT / "models"
+    only = only or {"ort", "service", "naive", "configs", "open"}
+    results: dict = {
+        "plan": asdict(plan),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "before": machine_state(),
+        },
+        "provider": provider,
+    }
+    try:
+        import onnxruntime
+
+        results["machine"]["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    t_start = time.time()
+    if "ort" in only:
+        log("ONNX Runtime ceiling (in process)")
+        batches = ort_ceiling.GPU_BATCHES if provider == "cuda" else ort_ceiling.CPU_BATCHES
+        results["ort"] = ort_ceiling.run(
+            models,
+            provider,
+            batches,
+            plan.ort_seconds,
+            plan.ort_repeats,
+            log=lambda m: log(m),
+        )
+    if "service" in only or "open" in only:
+        log("service, default settings")
+        env = {"PROVIDER": provider}
+        with server("service", env, models) as (url, pid):
+            if "service" in only:
+                res = []
+                for c in plan.closed_n1:
+                    res.append(closed(url, pid, "n1", c, plan))
+                for c in plan.closed_n16:
+                    res.append(closed(url, pid, "n16", c, plan))
+                for c in plan.closed_interp:
+                    res.append(closed(url, pid, "interp16", c, plan))
+                results["service"] = res
+            if "open" in only:
+                results["open"] = {}
+                for case, c in (("n16", 16), ("n1", 64)):
+                    cap = closed(url, pid, case, c, plan)["requests_per_s"]
+                    rows, knee = find_knee(url, pid, case, cap, plan)
+                    results["open"][case] = {"capacity_per_s": cap, "rates": rows, "knee_per_s": knee}
+                    log(f"  knee {case}: {knee:.0f} req/s (closed-loop capacity {cap:.0f})")
+                for case in ("n16", "n1"):
+                    knee = results["open"][case]["knee_per_s"] or results["open"][case]["capacity_per_s"]
+                    log(f"  overload {case}: 2 x knee = {2 * knee:.0f} req/s for {plan.overload_s:g} s")
+                    res = open_run(url, pid, case, 2 * knee, plan.overload_s, plan.warmup)
+                    results["open"][case]["overload"] = res
+    if "naive" in only:
+        log("naive baseline")
+        with server("naive", models=models) as (url, pid):
+            res = [closed(url, pid, "n1", c, plan) for c in plan.closed_n1]
+            res += [closed(url, pid, "n16", c, plan) for c in plan.closed_n16]
+            results["naive"] = res
+    if "configs" in only:
+        results["configs"] = {}
+        for name, env in CONFIGS.items():
+            log(f"config: {name}")
+            with server("service", {"PROVIDER": provider, **env}, models) as (url, pid):
+                results["configs"][name] = {
+                    "env": env,
+                    "points": [closed(url, pid, case, c, plan) for case, c in CONFIG_POINTS],
+                }
+    results["machine"]["after"] = machine_state()
+    results["elapsed_s"] = time.time() - t_start
+    return results
