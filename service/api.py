@@ -267,9 +267,10 @@ def add_body_schemas(openapi: dict) -> dict:
 
 async def _parse(request: Request, model: type):
     """Raw bytes -> pydantic in one step (`model_validate_json`): cheaper than FastAPI's body
-    handling (json.loads, then validation, then dependency solving) on the hot path."""
+    handling (json.loads, then validation, then dependency solving) on the hot path. Strict: a
+    string or a boolean where the schema says integer is a 422, not silently coerced (fuzzing)."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(await request.body(), strict=True)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
@@ -487,7 +488,14 @@ _SCORE_BODY = {
 async def _score_input(request: Request, st: Settings) -> tuple[str | None, list[bytes], list[int] | None]:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=st.max_images, max_fields=16, max_part_size=st.max_upload_bytes)
+        try:
+            form = await request.form(
+                max_files=st.max_images, max_fields=16, max_part_size=st.max_upload_bytes
+            )
+        except HTTPException as exc:  # malformed multipart or too many parts: a client error
+            if exc.status_code != 400:
+                raise
+            raise InvalidInput(f"body: {exc.detail}", field="body") from None
         files = form.getlist("images")
         if not files:
             raise InvalidInput("images: at least one file is required", field="images")
@@ -508,7 +516,7 @@ async def _score_input(request: Request, st: Settings) -> tuple[str | None, list
                 raise InvalidInput("labels: labels are non-negative", field="labels")
         return (str(model) if model else None), blobs, labels
     try:
-        req = ScoreRequest.model_validate_json(await request.body())
+        req = ScoreRequest.model_validate_json(await request.body(), strict=True)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     if len(req.images) > st.max_images:
