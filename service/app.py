@@ -25,6 +25,7 @@ from .api import add_body_schemas, install_error_handlers, router
 from .auth import REQUEST_ID_HEADER, ApiKeyMiddleware, request_id
 from .registry import Registry
 from .settings import Settings
+from .web import PAGE_PATHS, install_page
 
 log = logging.getLogger("service")
 
@@ -193,7 +194,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.draining = False
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list, open_paths=settings.open_path_set)
+    install_page(app)
+    app.add_middleware(
+        ApiKeyMiddleware, keys=settings.api_key_list, open_paths=settings.open_path_set | PAGE_PATHS
+    )
     if settings.cors_origin_list:  # off unless GANSERVE_CORS_ORIGINS is set
         app.add_middleware(
             CORSMiddleware,
