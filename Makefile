@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install-serve install-dev clean
+.PHONY: serve test lint install-serve install-dev clean soak audit bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,23 @@ lint: install-dev
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Benchmarks (not part of the test suite): ~15 min, writes docs/BENCHMARKS.md and docs/bench/.
+bench: install-dev
+	$(BIN)/python -m bench all
+
+bench-quick: install-dev
+	$(BIN)/python -m bench all --quick
+
+# Reliability, long run (docs/RELIABILITY.md): 5 min soak + overload + SIGTERM drain against a real
+# server, then schemathesis with 500 examples per operation and mode (thousands of cases).
+soak: install-dev
+	$(BIN)/python -m bench.soak --duration 300
+	GANSERVE_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/test_reliability_fuzz.py -p no:cacheprovider
+
+# Dependency audit (needs network to PyPI / OSV).
+audit: install-dev
+	$(BIN)/pip-audit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
