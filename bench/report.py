@@ -41,7 +41,7 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
     ceil = ceiling(results)
     r16 = _find(svc, "n16", 16)
     service_line = next((k for k in ceil if k.startswith("ort_") and k.endswith("x1")), None)
-    if r16 and service_line:
+    if r16 and service_line and r16["images_per_s"]:
         v, b = ceil[service_line]
         best_v, best_b = max((x for k, x in ceil.items() if k.startswith("ort_")), key=lambda x: x[0])
         ratio = r16["images_per_s"] / v
@@ -54,7 +54,7 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
             )
         )
     s64, n64 = _find(svc, "n1", 64), _find(results.get("naive", []), "n1", 64)
-    if s64 and n64:
+    if s64 and n64 and n64["requests_per_s"] and s64["p99_ms"] and n64["p99_ms"]:
         x = s64["requests_per_s"] / n64["requests_per_s"]
         ok = x >= 2 and (s64["p99_ms"] or 1e9) < (n64["p99_ms"] or 0)
         rows.append(
@@ -66,7 +66,7 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
             )
         )
     s1 = _find(svc, "n1", 1)
-    if s1:
+    if s1 and s1["p50_ms"] is not None:
         rows.append(("n=1, concurrency 1: p50 <= 3 ms", s1["p50_ms"] <= 3.0, f"p50 {s1['p50_ms']:.2f} ms"))
     for case, o in results.get("open", {}).items():
         ov = o.get("overload")
