@@ -152,6 +152,7 @@ def test_generate_grid_again_labels_and_keyboard(page, shots):
     assert samples.count() == 16
     assert all(w == 8 for w in _all_loaded(page, "#grid .sample img"))
     seed = int(page.locator("#seed").input_value())
+    assert 0 <= seed < 2**53  # the page picks seeds JavaScript numbers hold exactly
     first = samples.first.get_attribute("title")
     assert first.startswith(f"seed {seed} · label ")  # mixed labels: each drawn from its seed
     page.screenshot(path=str(shots / "generate.png"), full_page=True)
@@ -277,6 +278,9 @@ def test_api_errors_are_shown(page, shots):
     page.click("#gen-btn")
     page.wait_for_selector("#error", state="hidden")
     assert "truncation 0.5" in page.locator("#gen-info").inner_text()
+    page.fill("#seed", str(2**53 + 1))
+    page.click("#gen-btn")
+    assert "beyond what this page handles exactly" in page.locator("#error-text").inner_text()
     page.fill("#arith-a", "1, x")
     page.click("#arith-btn")
     assert '"x" is not a seed' in page.locator("#error-text").inner_text()

@@ -106,7 +106,16 @@ function intField(id, name) {
   const raw = $(id).value.trim();
   if (raw === "") return null;
   if (!/^-?\d+$/.test(raw)) throw new Error(`${name}: "${raw}" is not a whole number`);
-  return Number(raw);
+  return safe(raw, name);
+}
+
+// JavaScript numbers are exact only up to 2**53 - 1; the API's seeds go to 2**63 - 1.
+function safe(raw, name) {
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n)) {
+    throw new Error(`${name}: ${raw} is beyond what this page handles exactly (2^53 - 1); use the API or the SDK`);
+  }
+  return n;
 }
 
 function floatField(id) {
@@ -119,7 +128,7 @@ function seedList(id, name) {
   if (!raw) return [];
   return raw.split(/[\s,;]+/).filter(Boolean).map((s) => {
     if (!/^\d+$/.test(s)) throw new Error(`${name}: "${s}" is not a seed (a non-negative integer)`);
-    return Number(s);
+    return safe(s, name);
   });
 }
 
@@ -244,8 +253,9 @@ async function generate(newSeed) {
   const req = { model: state.model, return_latents: true };
   const n = intField("count", "count");
   req.n = n === null ? 16 : n;
+  // The page picks random seeds itself: the service's own may exceed 2**53 (inexact here).
   const seed = intField("seed", "seed");
-  if (seed !== null) req.seed = seed;
+  req.seed = seed === null ? randomSeed() : seed;
   const trunc = floatField("truncation");
   if (trunc !== null) req.truncation = trunc;
   const label = $("label").value;
