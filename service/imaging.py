@@ -1,7 +1,9 @@
 """Images in and out: model output -> PNG (single, grid, strip), GIF, base64; uploads -> arrays.
 
 Why here and small: encoding is per-image work that runs in the inference threads, so it must be
-cheap (PNG with a low zlib level, never `optimize=True`: ~10x slower, see MEASUREMENTS.md).
+cheap. PNGs are written here directly (signature, IHDR, one IDAT of filter-0 rows at zlib level 1,
+IEND): for a 28x28 image that is about half of Pillow's cost and smaller output, and a batch
+builds all its scanlines in one numpy operation (docs/BENCHMARKS.md, "Profile").
 Uploaded PNGs are checked for their pixel count from the header before any pixel is decoded
 (decompression bombs).
 """
@@ -12,6 +14,8 @@ import base64
 import binascii
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -31,16 +35,47 @@ def _pil(img: np.ndarray) -> Image.Image:
     return Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+_PNG_IEND = _chunk(b"IEND", b"")
+
+
+def _png_head(h: int, w: int, c: int) -> bytes:
+    return _PNG_SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, _PNG_COLOR_TYPE[c], 0, 0, 0))
+
+
+def _scanlines(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, C] -> uint8 [N, H, 1 + W*C]: each row prefixed by filter type 0 (none)."""
+    n, h, w, c = images.shape
+    out = np.zeros((n, h, 1 + w * c), np.uint8)
+    out[:, :, 1:] = images.reshape(n, h, w * c)
+    return out
+
+
 def png_bytes(img: np.ndarray) -> bytes:
-    """uint8 [H, W, C] -> PNG bytes."""
-    buf = io.BytesIO()
-    _pil(img).save(buf, format="PNG", compress_level=PNG_LEVEL)
-    return buf.getvalue()
+    """uint8 [H, W, C] (C in 1..4) -> PNG bytes (8-bit, non-interlaced)."""
+    h, w, c = img.shape
+    raw = _scanlines(np.asarray(img, np.uint8)[None])[0]
+    return _png_head(h, w, c) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_LEVEL)) + _PNG_IEND
 
 
 def png_b64_rows(images: np.ndarray) -> list[str]:
     """float [N, C, H, W] -> one base64 PNG string per image (runs in the inference thread)."""
-    return [base64.b64encode(png_bytes(img)).decode("ascii") for img in to_uint8(images)]
+    u8 = to_uint8(images)
+    _, h, w, c = u8.shape
+    head = _png_head(h, w, c)
+    return [
+        base64.b64encode(head + _chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_LEVEL)) + _PNG_IEND).decode(
+            "ascii"
+        )
+        for raw in _scanlines(u8)
+    ]
 
 
 def grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
