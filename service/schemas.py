@@ -224,3 +224,4 @@ class ErrorBody(_Response):
     detail: str = Field(description="human-readable message")
     field: str | None = Field(None, description="the offending request field, when there is one")
     limit: int | float | None = None
+    request_id: str | None = Field(None, description="the X-Request-ID of the request, for the logs")
