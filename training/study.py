@@ -61,6 +61,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 COLLAPSE_DIVERSITY = 0.5  # mean fake/real diversity ratio below this counts as mode collapse
 
 
+def _training_variant(name: str) -> str:
+    """The first variant with the same training as `name` (they differ at most in export_weights)."""
+    strip = {k: v for k, v in VARIANTS[name][1].items() if k != "export_weights"}
+    return next(
+        n for n, (_, o) in VARIANTS.items() if {k: v for k, v in o.items() if k != "export_weights"} == strip
+    )
+
+
 def _export_for_eval(trainer, out: Path, classifier_onnx: Path, class_names) -> None:
     """A minimal model directory: generator.onnx + the project's classifier.onnx + model.json."""
     out.mkdir(parents=True, exist_ok=True)
@@ -106,15 +114,14 @@ def run_study(epochs: int, seeds: int, samples: int, out: Path, variants: list[s
                 continue
             cfg = replace(BASE, epochs=epochs, seed=seed, **overrides)
             key = (tuple(sorted((k, v) for k, v in overrides.items() if k != "export_weights")), seed)
-            run = _run_dir(out, name, seed)
+            run = _run_dir(out, _training_variant(name), seed)  # variants that differ only in export share it
             if key in trained:
                 trainer, seconds = trained[key]
                 trainer.cfg = cfg  # same training; only the exported weights differ
             else:
-                shutil.rmtree(run, ignore_errors=True)
                 start = time.perf_counter()
-                trainer = train(cfg, run)
-                seconds = time.perf_counter() - start
+                trainer = train(cfg, run, resume=(run / "checkpoint.pt").exists())  # resumes a cut-off study
+                seconds = trainer.train_seconds or time.perf_counter() - start
                 trained[key] = (trainer, seconds)
             history = np.asarray(trainer.history)
             finite = bool(

@@ -288,7 +288,7 @@ class Trainer:
 
     def load_state(self, state: dict) -> None:
         saved = TrainConfig.from_dict(state["config"])
-        free = {"epochs": 0, "threads": 0}  # may change on resume without changing the run
+        free = {"epochs": 0, "threads": 0, "export_weights": "ema"}  # may change without changing the run
         if {**asdict(saved), **free} != {**asdict(self.cfg), **free}:
             raise ValueError(
                 "checkpoint was trained with another config (only --epochs may change on resume)"
