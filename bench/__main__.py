@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> None:
         plan.repeats = args.repeats
     parts = set(PARTS) if "all" in args.parts else set(args.parts)
     results = suite.run_all(plan, out, args.provider, args.models, parts)
+    old = out / "results.json"
+    if parts != set(PARTS) and old.exists():  # a partial run updates the parts it ran
+        merged = json.loads(old.read_text())
+        merged.update({k: v for k, v in results.items() if k != "machine"})
+        merged.setdefault("partial_runs", []).append({"parts": sorted(parts), "machine": results["machine"]})
+        results = merged
     report.write(results, out, doc, command)
     suite.log(f"wrote {out}/results.json, plots and {doc}")
     for name, ok, txt in report.targets(results):

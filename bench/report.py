@@ -187,17 +187,24 @@ def plots(results: dict, out_dir: Path) -> list[str]:
     return names
 
 
+def _cpu_per_req(r: dict) -> float | None:
+    if r.get("server_cpu_cores") is None or not r["requests_per_s"]:
+        return None
+    return 1000 * r["server_cpu_cores"] / r["requests_per_s"]
+
+
 def _closed_table(rows: list[dict]) -> list[str]:
     out = [
         "| request | concurrency | requests/s | images/s | p50 ms | p95 ms | p99 ms | mean batch | "
-        "server CPU | loadgen CPU | other CPU | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "server CPU | server CPU ms/req | loadgen CPU | other CPU | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         out.append(
             f"| {r['case']} | {r['concurrency']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} | "
             f"{_f(r['p50_ms'], '{:.2f}')} | {_f(r['p95_ms'], '{:.1f}')} | {_f(r['p99_ms'], '{:.1f}')} | "
             f"{_f(r['mean_batch_size'], '{:.1f}')} | {_f(r['server_cpu_cores'], '{:.2f}')} | "
+            f"{_f(_cpu_per_req(r), '{:.2f}')} | "
             f"{r['loadgen_cpu_cores']:.2f} | {_f(r['other_cpu_cores'], '{:.2f}')} | "
             f"{_statuses(r['statuses'])} |"
         )
