@@ -88,6 +88,10 @@ def test_evaluate_reports_metrics_with_real_baselines(model_dir):
     assert 1.0 <= result["inception_score"]["model"]["mean"] <= 3.0
     assert len(result["label_accuracy"]["model_per_label"]) == 3
     assert 0.0 <= result["label_accuracy"]["model"] <= 1.0
+    assert 0.0 <= result["label_accuracy"]["real_heldout"] <= 1.0
+    div = result["diversity"]
+    assert len(div["model_per_class"]) == len(div["real_per_class"]) == len(div["heldout_per_class"]) == 3
+    assert div["ratio_mean"] > 0 and div["heldout_ratio_mean"] > 0
     write_evaluation(out, result)
     assert json.loads((out / "model.json").read_text())["evaluation"]["fid"] == result["fid"]
     assert "FID" in format_table(result)
