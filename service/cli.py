@@ -205,13 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "serve" in argv and all(a.startswith("-") for a in argv[: argv.index("serve")]):
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "serve":  # everything after `serve` belongs to `python -m service`
         from .__main__ import main as serve
 
-        serve(argv[argv.index("serve") + 1 :])
+        serve(extra)
         return 0
-    args = build_parser().parse_args(argv)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with GanClient(args.url, timeout=args.timeout, api_key=args.api_key) as gan:
             result = args.func(gan, args)

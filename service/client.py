@@ -264,6 +264,15 @@ def _latent(values) -> np.ndarray | None:
 
 
 class _BaseClient:
+    """Everything but I/O. Arguments (keyword-only after `base_url`, the same in both clients):
+
+    timeout: seconds per HTTP request; api_key: sent as `Authorization: Bearer <key>`;
+    retries: extra attempts after a 503 or a connection error; backoff, max_backoff: the full-jitter
+    window is uniform(0, min(max_backoff, backoff * 2**attempt)) seconds, never shorter than
+    Retry-After; max_retry_seconds: no retry starts whose wait would pass this total;
+    headers: extra headers on every request; transport: an httpx transport (tests, ASGI apps).
+    """
+
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8000",
@@ -436,9 +445,22 @@ class GanClient(_BaseClient):
     """Synchronous client. Use as a context manager, or call `close()`."""
 
     def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", *, transport: httpx.BaseTransport | None = None, **kw
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 30.0,
+        api_key: str | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        max_retry_seconds: float = 30.0,
+        headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ):
-        super().__init__(base_url, **kw)
+        super().__init__(
+            base_url, timeout=timeout, api_key=api_key, retries=retries, backoff=backoff,
+            max_backoff=max_backoff, max_retry_seconds=max_retry_seconds, headers=headers,
+        )  # fmt: skip
         self._http = httpx.Client(
             base_url=self.base_url, timeout=self.timeout, headers=self.headers, transport=transport
         )
@@ -547,10 +569,19 @@ class AsyncGanClient(_BaseClient):
         self,
         base_url: str = "http://127.0.0.1:8000",
         *,
+        timeout: float = 30.0,
+        api_key: str | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        max_retry_seconds: float = 30.0,
+        headers: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        **kw,
     ):
-        super().__init__(base_url, **kw)
+        super().__init__(
+            base_url, timeout=timeout, api_key=api_key, retries=retries, backoff=backoff,
+            max_backoff=max_backoff, max_retry_seconds=max_retry_seconds, headers=headers,
+        )  # fmt: skip
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=self.timeout, headers=self.headers, transport=transport
         )

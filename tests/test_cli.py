@@ -127,3 +127,31 @@ def test_bad_command_line_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["generate", "--seeds", "1,x"])
     assert info.value.code == 2
+
+
+def test_serve_hands_everything_after_it_to_the_server(monkeypatch):
+    import service.__main__
+
+    seen = []
+    monkeypatch.setattr(service.__main__, "main", seen.append)
+    assert main(["serve", "--port", "8123", "--log-level", "info"]) == 0
+    assert main(["--url", "http://elsewhere", "serve", "-h"]) == 0
+    assert seen == [["--port", "8123", "--log-level", "info"], ["-h"]]
+    with pytest.raises(SystemExit) as info:
+        main(["models", "--port", "1"])  # only `serve` takes the server's flags
+    assert info.value.code == 2
+
+
+def test_api_key_from_flag_or_environment_and_401_exits_1(make_settings, capsys, monkeypatch):
+    from conftest import run_uvicorn
+
+    from service.app import create_app
+
+    with run_uvicorn(create_app(make_settings(api_keys="k1-secret"))) as (_, url):
+        code, _, err = run(capsys, "--url", url, "models")
+        assert code == 1 and "401" in err
+        code, out, _ = run(capsys, "--url", url, "--api-key", "k1-secret", "models")
+        assert code == 0 and "tiny-cgan (default)" in out
+        monkeypatch.setenv("GANSERVE_API_KEY", "k1-secret")
+        code, out, _ = run(capsys, "--url", url, "--json", "generate", "-n", "1", "--seed", "4")
+        assert code == 0 and json.loads(out)["images"][0]["seed"] == 4
