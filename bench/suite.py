@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -109,8 +110,11 @@ def server(kind: str, env: dict[str, str] | None = None, models: Path | None = N
         cmd += ["--log-level", "warning", "--no-access-log"]
     # its own session, as a deployed server would be: with sched_autogroup the kernel shares the
     # CPU between sessions, and the server must not share one slot with the load generator
+    # stderr to a file, never a pipe nobody reads: a full pipe (64 KiB of 503 warnings under
+    # overload) blocks the server's event loop in its logging call
+    errlog = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        cmd, cwd=ROOT, env=e, stdout=subprocess.DEVNULL, stderr=errlog, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -118,7 +122,8 @@ def server(kind: str, env: dict[str, str] | None = None, models: Path | None = N
         t_end = time.time() + 90
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode()[-2000:]}")
+                errlog.seek(0)
+                raise RuntimeError(f"{kind} server exited: {errlog.read().decode()[-2000:]}")
             try:
                 if httpx.get(url + ready, timeout=2).status_code == 200:
                     break
@@ -135,6 +140,7 @@ def server(kind: str, env: dict[str, str] | None = None, models: Path | None = N
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        errlog.close()
 
 
 def _median_result(runs: list[loadgen.RunResult]) -> dict:
