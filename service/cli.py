@@ -117,10 +117,10 @@ def _print_human(command: str, result: dict) -> None:
             label = item["label"]
             if isinstance(label, list):
                 label = "[" + ", ".join(f"{v:.2f}" for v in label) + "]"
-            print(
-                f"  seed {item['seed']}  label {label}"
-                + (f"  t {item['t']:.3f}" if item.get("t") is not None else "")
-            )
+            parts = [f"t {item['t']:.3f}" if item.get("t") is not None else None,
+                     f"seed {item['seed']}" if item.get("seed") is not None else None,
+                     f"label {label}" if label is not None else None]  # fmt: skip
+            print("  " + "  ".join(p for p in parts if p))
     elif command == "arithmetic":
         print(f"result + {result['neighbors']} neighbours from {result['model']} (label {result['label']})")
     elif command == "score":
