@@ -79,9 +79,12 @@ _METRIC = re.compile(r"^(ganserve_batch_size_(?:sum|count))\{([^}]*)\}\s+(\S+)$"
 
 async def batch_stats(base_url: str) -> dict[str, float]:
     """{'sum': rows, 'count': calls} of the generator batchers (all models) from /metrics."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
-        text = (await c.get("/metrics")).text
     out = {"sum": 0.0, "count": 0.0}
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, verify=_SSL) as c:
+            text = (await c.get("/metrics")).text
+    except httpx.HTTPError:
+        return {"sum": float("nan"), "count": float("nan")}  # a run must not die on a scrape
     for name, labels, value in _METRIC.findall(text):
         if ":" in labels:  # discriminator / classifier batchers are labelled "model:role"
             continue
@@ -220,7 +223,7 @@ async def _run(
         p95_ms=_pct(rec.ok_lat, 95),
         p99_ms=_pct(rec.ok_lat, 99),
         max_ms=max(rec.ok_lat) * 1000 if rec.ok_lat else None,
-        mean_batch_size=(b1["sum"] - b0["sum"]) / calls if calls else None,
+        mean_batch_size=(b1["sum"] - b0["sum"]) / calls if calls and calls == calls else None,
         server_cpu_cores=(s1 - s0) / duration if server_pid else None,
         loadgen_cpu_cores=(l1 - l0) / duration,
         other_cpu_cores=max(0.0, (m1 - m0) - (s1 - s0) - (l1 - l0)) / duration if server_pid else None,

@@ -241,6 +241,11 @@ def run_all(
     except ImportError:  # pragma: no cover
         pass
     t_start = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint() -> None:  # a crash late in the run must not lose the parts already measured
+        (out_dir / "results.partial.json").write_text(json.dumps(results, indent=1, default=str))
+
     if "ort" in only:
         log("ONNX Runtime ceiling (in process)")
         batches = ort_ceiling.GPU_BATCHES if provider == "cuda" else ort_ceiling.CPU_BATCHES
@@ -252,6 +257,7 @@ def run_all(
             plan.ort_repeats,
             log=lambda m: log(m),
         )
+        checkpoint()
     if "service" in only or "open" in only:
         log("service, default settings")
         env = {"PROVIDER": provider}
@@ -265,6 +271,7 @@ def run_all(
                 for c in plan.closed_interp:
                     res.append(closed(url, pid, "interp16", c, plan))
                 results["service"] = res
+                checkpoint()
             if "open" in only:
                 results["open"] = {}
                 for case, c in (("n16", 16), ("n1", 64)):
@@ -277,12 +284,14 @@ def run_all(
                     log(f"  overload {case}: 2 x knee = {2 * knee:.0f} req/s for {plan.overload_s:g} s")
                     res = open_run(url, pid, case, 2 * knee, plan.overload_s, plan.warmup)
                     results["open"][case]["overload"] = res
+                    checkpoint()
     if "naive" in only:
         log("naive baseline")
         with server("naive", models=models) as (url, pid):
             res = [closed(url, pid, "n1", c, plan) for c in plan.closed_n1]
             res += [closed(url, pid, "n16", c, plan) for c in plan.closed_n16]
             results["naive"] = res
+            checkpoint()
     if "configs" in only:
         results["configs"] = {}
         for name, env in CONFIGS.items():
@@ -292,6 +301,7 @@ def run_all(
                     "env": env,
                     "points": [closed(url, pid, case, c, plan) for case, c in CONFIG_POINTS],
                 }
+                checkpoint()
     results["machine"]["after"] = machine_state()
     results["elapsed_s"] = time.time() - t_start
     return results
