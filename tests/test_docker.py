@@ -152,7 +152,10 @@ def test_compose_stack_shape():
     assert train["profiles"] == ["train"] and "./models:/app/models" in train["volumes"]
     assert train["build"]["dockerfile"] == "docker/Dockerfile.train"
     for source in [v.split(":")[0] for s in services.values() for v in s.get("volumes", [])]:
-        assert (ROOT / source).exists(), f"compose mounts {source}, which does not exist"
+        # ./runs is git-ignored: the README's training command creates it (`mkdir -p runs`)
+        assert source == "./runs" or (ROOT / source).exists(), (
+            f"compose mounts {source}, which does not exist"
+        )
 
 
 # --- Dockerfiles ---------------------------------------------------------------------------------
