@@ -36,6 +36,7 @@ class ServiceMiddleware:
     def __init__(self, app, fastapi_app: FastAPI):
         self.app = app
         self.fastapi_app = fastapi_app
+        self.inflight = 0  # POST requests between this middleware and their reply (this process)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -47,6 +48,7 @@ class ServiceMiddleware:
         t0 = time.perf_counter()
         status = 500
         rid = request_id(scope)
+        counted = False
         started = False
         held: list[dict] = []  # a JSON error response, held to add `request_id` to its body
 
@@ -87,6 +89,22 @@ class ServiceMiddleware:
                 return await _reply(
                     send_wrapper, 503, "shutting_down", "the service is shutting down", settings
                 )
+            if method == "POST":
+                # Admission before any parsing: when HTTP handling, not inference, is the
+                # bottleneck (single-image requests), the batcher's row bound never fills and
+                # requests would wait unboundedly in the event loop (docs/BENCHMARKS.md).
+                cap = settings.max_inflight_requests
+                if cap and self.inflight >= cap:
+                    return await _reply(
+                        send_wrapper,
+                        503,
+                        "overloaded",
+                        f"{self.inflight} requests in progress (limit {cap}); retry later",
+                        settings,
+                        cap,
+                    )
+                self.inflight += 1
+                counted = True
             length = _content_length(scope)
             if length is not None and length > limit:
                 return await _reply(
@@ -115,6 +133,8 @@ class ServiceMiddleware:
                 raise
             await _reply(send_wrapper, 500, "internal_error", f"internal error (request {rid})", settings)
         finally:
+            if counted:
+                self.inflight -= 1
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(endpoint, method, str(status)).inc()

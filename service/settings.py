@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         0.0, ge=0.0, le=1000.0, description="wait this long after the first queued row for more rows"
     )
     max_queue_rows: int = Field(2048, ge=1, description="queue bound in rows; full -> 503")
+    max_inflight_requests: int = Field(
+        256, ge=0, description="POST requests in progress per process; more -> 503 at once (0: no bound)"
+    )
     inference_threads: int = Field(2, ge=1, le=64, description="inference calls in flight per session")
     request_timeout_s: float = Field(10.0, gt=0.0, description="deadline; expired while queued -> 504")
     retry_after_s: int = Field(1, ge=0, description="Retry-After on 503")

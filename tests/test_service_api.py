@@ -493,6 +493,31 @@ async def test_full_queue_gives_503_with_retry_after_and_expired_requests_504(ma
 
 
 @pytest.mark.anyio
+async def test_requests_over_the_in_flight_bound_get_503_before_any_work(make_settings):
+    import httpx
+
+    from service.app import create_app
+
+    app = create_app(make_settings(max_inflight_requests=2, inference_threads=1))
+    async with started(app):
+        gen = app.state.registry.models["tiny-cgan"].generator
+        gate = Gate(gen.run_fn)
+        gen.run_fn = gate
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            held = [asyncio.ensure_future(c.post("/generate", json={"n": 1})) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            r = await c.post("/generate", json={"n": 1})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json()["error"] == "overloaded" and r.json()["limit"] == 2
+            assert (await c.get("/healthz")).status_code == 200  # GETs are never bounded
+            gate.open.set()
+            assert [(await h).status_code for h in held] == [200, 200]
+            assert gate.rows == [1, 1] or gate.rows == [2]  # the rejected request never ran
+            assert (await c.post("/generate", json={"n": 1})).status_code == 200  # slots freed
+
+
+@pytest.mark.anyio
 async def test_a_client_that_disconnects_leaves_no_work_behind(make_settings):
     from service.app import create_app
 
