@@ -44,13 +44,16 @@ def main(argv: list[str] | None = None) -> None:
         plan.repeats = args.repeats
     parts = set(PARTS) if "all" in args.parts else set(args.parts)
     results = suite.run_all(plan, out, args.provider, args.models, parts)
+    results["command"] = command
     old = out / "results.json"
     if parts != set(PARTS) and old.exists():  # a partial run updates the parts it ran
         merged = json.loads(old.read_text())
-        merged.update({k: v for k, v in results.items() if k != "machine"})
+        keep = ("machine", "elapsed_s", "command", "plan")  # those of the full run
+        merged.update({k: v for k, v in results.items() if k not in keep})
         merged.setdefault("partial_runs", []).append({"parts": sorted(parts), "machine": results["machine"]})
         results = merged
     report.write(results, out, doc, command)
+    (out / "results.partial.json").unlink(missing_ok=True)
     suite.log(f"wrote {out}/results.json, plots and {doc}")
     for name, ok, txt in report.targets(results):
         suite.log(f"target {'MET' if ok else 'MISSED'}: {name}: {txt}")

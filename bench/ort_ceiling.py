@@ -35,8 +35,9 @@ def _feeds(card: dict, n: int, rng: np.random.Generator) -> dict[str, np.ndarray
     return feeds
 
 
-def _measure(work, threads: int, seconds: float) -> float:
-    """Run `work()` (returns images done) in `threads` threads for `seconds`; images/s."""
+def _measure(work, threads: int, seconds: float) -> tuple[float, float]:
+    """Run `work()` (returns images done) in `threads` threads for `seconds`:
+    (images/s, images per CPU-second of this process: robust to other users' load)."""
     work()  # warm-up (also outside the timed window for every thread)
     stop = time.perf_counter() + seconds
     done = [0] * threads
@@ -45,13 +46,14 @@ def _measure(work, threads: int, seconds: float) -> float:
         while time.perf_counter() < stop:
             done[i] += work()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    return sum(done) / (time.perf_counter() - t0)
+    cpu = time.process_time() - c0
+    return sum(done) / (time.perf_counter() - t0), sum(done) / cpu if cpu > 0 else float("nan")
 
 
 def run(
@@ -65,7 +67,7 @@ def run(
 ) -> dict:
     cores = os.cpu_count() or 1
     providers = choose_providers(provider)
-    out = {"provider": provider, "cores": cores, "batches": list(batches), "models": {}}
+    out = {"provider": provider, "cores": cores, "batches": list(batches), "models": {}, "per_cpu_s": {}}
     for mdir in sorted(p.parent for p in models_dir.glob("*/model.json")):
         card = read_card(mdir)
         path = mdir / card["files"]["generator"]
@@ -75,10 +77,11 @@ def run(
             f"full_{callers}x1": (Settings(intra_op_threads=1, provider=provider), callers, True),
         }
         res: dict[str, dict[str, float]] = {}
+        eff: dict[str, dict[str, float]] = {}
         for vname, (settings, threads, full) in variants.items():
             sess = _session(path, settings, providers)
             run_ = sess.run
-            res[vname] = {}
+            res[vname], eff[vname] = {}, {}
             for b in batches:
                 rng = np.random.default_rng(0)
                 feeds = _feeds(card, b, rng)
@@ -102,8 +105,13 @@ def run(
                         return b
 
                 vals = [_measure(work, threads, seconds) for _ in range(repeats)]
-                res[vname][str(b)] = statistics.median(vals)
-                log(f"  ort {card['name']:14s} {vname:9s} batch {b:5d}: {res[vname][str(b)]:8.0f} images/s")
+                res[vname][str(b)] = statistics.median(v[0] for v in vals)
+                eff[vname][str(b)] = statistics.median(v[1] for v in vals)
+                log(
+                    f"  ort {card['name']:14s} {vname:9s} batch {b:5d}: {res[vname][str(b)]:8.0f} images/s, "
+                    f"{eff[vname][str(b)]:6.0f} per CPU-s"
+                )
             del sess
         out["models"][card["name"]] = res
+        out["per_cpu_s"][card["name"]] = eff
     return out
