@@ -19,7 +19,7 @@ import torch
 from training.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from training.data import load_dataset, split
 from training.losses import OBJECTIVES
-from training.train import TrainConfig, Trainer, load_checkpoint, train
+from training.train import TrainConfig, Trainer, distributed, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,9 +165,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         train(cfg, run, dry_run=True)
         return 0
-    _classifier(cfg, run, resume=args.resume)
+    main_rank = not distributed() or torch.distributed.get_rank() == 0  # under torchrun: rank 0 writes
+    if main_rank:
+        _classifier(cfg, run, resume=args.resume)
     train(cfg, run, resume=args.resume)
-    if args.preset or args.export:
+    if main_rank and (args.preset or args.export):
         out = args.out or ROOT / "models" / name
         export_and_evaluate(run, out, name, description, args.samples, _command(args.argv))
     return 0
