@@ -140,9 +140,13 @@ def test_torchrun_two_cpu_ranks_end_with_identical_weights(tmp_path):
     try:
         _, stderr = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # SIGTERM lets torchrun stop its workers (each in its own session)
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     assert proc.returncode == 0, stderr[-3000:]
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert a.keys() == b.keys()
