@@ -25,7 +25,10 @@ from pydantic import BaseModel
 
 MODEL_DIR = Path(os.environ.get("GANSERVE_BENCH_MODEL", "models/mnist-cdcgan"))
 card = json.loads((MODEL_DIR / "model.json").read_text())
-session = ort.InferenceSession(str(MODEL_DIR / card["files"]["generator"]))
+PROVIDERS = ["CPUExecutionProvider"]  # the tutorial's GPU line, when the suite runs on CUDA:
+if os.environ.get("GANSERVE_BENCH_PROVIDER") == "cuda":
+    PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+session = ort.InferenceSession(str(MODEL_DIR / card["files"]["generator"]), providers=PROVIDERS)
 LATENT, CLASSES = card["latent_dim"], card.get("num_classes") or 0
 
 app = FastAPI()

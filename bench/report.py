@@ -7,6 +7,7 @@ hand-written text around them (findings, profiles, the choice of defaults) is ke
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -224,7 +225,8 @@ def _closed_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def markdown(results: dict, plot_names: list[str], command: str) -> str:
+def markdown(results: dict, plot_names: list[str], command: str, rel: str = "bench") -> str:
+    """`rel`: the plots' folder relative to the doc (bench, or bench/gpu for the CUDA doc)."""
     m = results["machine"]
     p = results["plan"]
     L = [
@@ -234,7 +236,7 @@ def markdown(results: dict, plot_names: list[str], command: str) -> str:
         f"({m['cores']} cores, Python {m['python']}, "
         f"onnxruntime {m.get('onnxruntime', '?')}, provider `{results['provider']}`); the whole run took "
         f"{results['elapsed_s'] / 60:.1f} min. Each point: {p['repeats']} run(s) of {p['duration']:g} s "
-        f"after {p['warmup']:g} s warm-up, medians. Raw data: `docs/bench/results.json`.",
+        f"after {p['warmup']:g} s warm-up, medians. Raw data: `docs/{rel}/results.json`.",
         "",
         f"Background load: load average {', '.join(f'{x:.2f}' for x in m['before']['loadavg'])} before, "
         f"{', '.join(f'{x:.2f}' for x in m['after']['loadavg'])} after. 'other CPU' in the tables is the CPU "
@@ -323,7 +325,7 @@ def markdown(results: dict, plot_names: list[str], command: str) -> str:
             )
         L.append("")
     for n in plot_names:
-        L.append(f"![{n}](bench/{n})")
+        L.append(f"![{n}]({rel}/{n})")
     L += ["", END]
     return "\n".join(L)
 
@@ -342,7 +344,8 @@ def write(results: dict, out_dir: Path, doc: Path, command: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     names = plots(results, out_dir)
-    gen = markdown(results, names, command)
+    rel = os.path.relpath(out_dir.resolve(), doc.resolve().parent)
+    gen = markdown(results, names, command, rel)
     if doc.exists() and BEGIN in doc.read_text() and END in doc.read_text():
         text = doc.read_text()
         head, rest = text.split(BEGIN, 1)

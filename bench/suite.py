@@ -75,6 +75,16 @@ CONFIGS: dict[str, dict[str, str]] = {
     "intra_op=1, inference_threads=4": {"INTRA_OP_THREADS": "1", "INFERENCE_THREADS": "4"},
     "workers=2 (inference_threads=1 each)": {"WORKERS": "2", "INFERENCE_THREADS": "1"},
 }
+# on CUDA the questions differ: how large a batch pays, and whether more calls in flight help
+GPU_CONFIGS: dict[str, dict[str, str]] = {
+    "no batching (max_batch_size=1)": {"MAX_BATCH_SIZE": "1"},
+    "max_batch_size=256": {"MAX_BATCH_SIZE": "256"},
+    "max_batch_size=1024": {"MAX_BATCH_SIZE": "1024"},
+    "max_queue_delay_ms=1": {"MAX_QUEUE_DELAY_MS": "1"},
+    "inference_threads=1": {"INFERENCE_THREADS": "1"},
+    "inference_threads=4": {"INFERENCE_THREADS": "4"},
+    "workers=2": {"WORKERS": "2"},
+}
 CONFIG_POINTS = (("n1", 1), ("n1", 64), ("n16", 16))
 
 
@@ -106,6 +116,7 @@ def server(kind: str, env: dict[str, str] | None = None, models: Path | None = N
             cmd += ["--models", str(models)]
     else:
         e["GANSERVE_BENCH_MODEL"] = str((models or ROOT / "models") / "mnist-cdcgan")
+        e["GANSERVE_BENCH_PROVIDER"] = (env or {}).get("PROVIDER", "cpu")
         cmd = [PY, "-m", "uvicorn", "bench.naive:app", "--port", str(port)]
         cmd += ["--log-level", "warning", "--no-access-log"]
     # its own session, as a deployed server would be: with sched_autogroup the kernel shares the
@@ -288,14 +299,14 @@ def run_all(
                     checkpoint()
     if "naive" in only:
         log("naive baseline")
-        with server("naive", models=models) as (url, pid):
+        with server("naive", {"PROVIDER": provider}, models) as (url, pid):
             res = [closed(url, pid, "n1", c, plan) for c in plan.closed_n1]
             res += [closed(url, pid, "n16", c, plan) for c in plan.closed_n16]
             results["naive"] = res
             checkpoint()
     if "configs" in only:
         results["configs"] = {}
-        for name, env in CONFIGS.items():
+        for name, env in (GPU_CONFIGS if provider == "cuda" else CONFIGS).items():
             log(f"config: {name}")
             with server("service", {"PROVIDER": provider, **env}, models) as (url, pid):
                 results["configs"][name] = {

@@ -290,13 +290,29 @@ def _session(path: Path, settings: Settings, providers: list) -> ort.InferenceSe
         raise ModelLoadError(f"{path.parent.name}/{path.name}: ONNX Runtime cannot load it ({exc})") from exc
 
 
-def _runner(sess: ort.InferenceSession, output_names: list[str]):
+def _runner(sess: ort.InferenceSession, output_names: list[str], pad_to: int = 0):
+    """The batcher's run function; with `pad_to`, every call has that many rows (zeros appended).
+
+    Why pad: on CUDA, cuDNN picks convolution kernels by input shape, so one row's pixels could
+    change with the size of the batch it happened to share (seen on an H100: a seed differed
+    alone and in a batch of 64). One shape for every call makes the images depend only on the
+    seed, label and model, as on the CPU.
+    """
     run = sess.run
+    if not pad_to:
+        return lambda inputs: run(output_names, inputs)
 
-    def run_fn(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return run(output_names, inputs)
+    def run_padded(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        rows = len(next(iter(inputs.values())))
+        if rows >= pad_to:
+            return run(output_names, inputs)
+        padded = {
+            k: np.concatenate([v, np.zeros((pad_to - rows, *v.shape[1:]), v.dtype)])
+            for k, v in inputs.items()
+        }
+        return [out[:rows] for out in run(output_names, padded)]
 
-    return run_fn
+    return run_padded
 
 
 def load_model(path: Path, settings: Settings, providers: list) -> Model:
@@ -323,10 +339,12 @@ def load_model(path: Path, settings: Settings, providers: list) -> Model:
         timeout_s=settings.request_timeout_s,
     )
     outs = {role: SIGNATURES[role][1] for role in sessions}
+    pad = settings.pad_batches == "on" or (settings.pad_batches == "auto" and provider.startswith("CUDA"))
+    pad_to = settings.max_batch_size if pad else 0
     batchers = {
         role: Batcher(
             f"{name}:{role}" if role != "generator" else name,
-            _runner(sess, outs[role]),
+            _runner(sess, outs[role], pad_to),
             model=name if role == "generator" else f"{name}:{role}",
             **batch_kw,
         )

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         256, ge=0, description="POST requests in progress per process; more -> 503 at once (0: no bound)"
     )
     inference_threads: int = Field(2, ge=1, le=64, description="inference calls in flight per session")
+    pad_batches: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="pad every call to max_batch_size rows so a row's pixels never depend on its "
+        "batch; auto: on for CUDA (cuDNN picks kernels by shape), off for CPU (already independent)",
+    )
     request_timeout_s: float = Field(10.0, gt=0.0, description="deadline; expired while queued -> 504")
     retry_after_s: int = Field(1, ge=0, description="Retry-After on 503")
     drain_timeout_s: float = Field(10.0, ge=0.0, description="on shutdown, wait this long for the queue")

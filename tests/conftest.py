@@ -56,7 +56,8 @@ def make_settings(model_root):
     from service.settings import Settings
 
     def make(**overrides):
-        values = {"models_dir": model_root, "default_model": DEFAULT_TEST_MODEL}
+        # the CPU's behaviour on every machine; tests/test_gpu.py holds CUDA to the same rules
+        values = {"models_dir": model_root, "default_model": DEFAULT_TEST_MODEL, "provider": "cpu"}
         values.update(overrides)
         return Settings(**values)
 

@@ -602,3 +602,18 @@ async def test_shutdown_finishes_queued_requests_and_rejects_new_ones(make_setti
         gate.open.set()
         assert [x.status_code for x in await asyncio.gather(*inflight)] == [200] * 5
         await stopping
+
+
+def test_padded_batches_serve_the_same_images(make_settings, model_root):
+    """`pad_batches=on` (what CUDA gets by default) changes the shape of each call, not a pixel."""
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+
+    body = {"seeds": [3, 1, 4, 1, 5], "labels": [0, 1, 2, 0, 1]}
+    with TestClient(create_app(make_settings(pad_batches="on", max_batch_size=16))) as c:
+        gen = c.app.state.registry.models["tiny-cgan"].generator
+        padded = c.post("/generate", json=body).json()["images"]
+    got = np.stack([pixels(i["image"]) for i in padded]).astype(int)
+    assert np.abs(got - expected(model_root, "tiny-cgan", body["seeds"], body["labels"])).max() <= 1
+    assert gen.run_fn.__name__ == "run_padded"

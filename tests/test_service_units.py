@@ -140,7 +140,7 @@ def test_settings_read_the_environment_and_default_to_the_repository_models(monk
 
 
 def _load(root):
-    reg = Registry(Settings(models_dir=root, warmup=True))
+    reg = Registry(Settings(models_dir=root, warmup=True, provider="cpu"))
     reg.load_all()
     return reg
 
@@ -221,3 +221,27 @@ def test_optional_files_may_be_absent(tmp_path):
     assert json.loads((tmp_path / "bare" / "model.json").read_text())["files"] == {
         "generator": "generator.onnx"
     }
+
+
+def test_padded_runner_gives_every_call_one_shape_and_the_same_rows(model_root):
+    import onnxruntime as ort
+
+    from service.registry import _runner
+
+    sess = ort.InferenceSession(
+        str(model_root / "tiny-cgan" / "generator.onnx"), providers=["CPUExecutionProvider"]
+    )
+    shapes = []
+
+    class Spy:  # the real session, recording the batch it is given
+        def run(self, names, inputs):
+            shapes.append(inputs["z"].shape[0])
+            return sess.run(names, inputs)
+
+    rng = np.random.default_rng(0)
+    feeds = {"z": rng.standard_normal((3, 8)).astype(np.float32), "y": np.eye(3, dtype=np.float32)[[0, 1, 2]]}
+    plain = _runner(Spy(), ["image"])(feeds)[0]
+    padded = _runner(Spy(), ["image"], pad_to=8)(feeds)[0]
+    full = _runner(Spy(), ["image"], pad_to=3)(feeds)[0]
+    assert shapes == [3, 8, 3]
+    assert padded.shape == plain.shape == full.shape and np.array_equal(padded, plain)
