@@ -7,7 +7,6 @@ environment); the naive baseline is `uvicorn bench.naive:app`. Every point is `r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import platform
@@ -187,7 +186,7 @@ def _median_result(runs: list[loadgen.RunResult]) -> dict:
 def closed(url: str, pid: int, case: str, c: int, plan: Plan) -> dict:
     path, body, images = CASES[case]
     runs = [
-        asyncio.run(
+        loadgen.run(
             loadgen.closed_loop(url, path, body, images, c, plan.duration, plan.warmup, server_pid=pid)
         )
         for _ in range(plan.repeats)
@@ -205,7 +204,7 @@ def closed(url: str, pid: int, case: str, c: int, plan: Plan) -> dict:
 
 def open_run(url: str, pid: int, case: str, rate: float, duration: float, warmup: float) -> dict:
     path, body, images = CASES[case]
-    r = asyncio.run(loadgen.open_loop(url, path, body, images, rate, duration, warmup, server_pid=pid))
+    r = loadgen.run(loadgen.open_loop(url, path, body, images, rate, duration, warmup, server_pid=pid))
     res = asdict(r) | {"case": case, "offered_per_s": rate}
     log(
         f"    open {case:5s} {rate:7.0f}/s: {r.requests_per_s:7.0f} ok/s p50 {r.p50_ms or 0:7.1f} "

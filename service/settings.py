@@ -34,6 +34,13 @@ class Settings(BaseSettings):
         "auto", description="auto: CUDA when onnxruntime lists it, else CPU"
     )
     intra_op_threads: int = Field(1, ge=0, le=256, description="ONNX Runtime threads per call (0 = ORT)")
+    solo_intra_op_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="CPU: threads for a call that finds no other call in flight, on a second session "
+        "(0 = the machine's cores, 1 = no second session): low latency alone, no oversubscription under load",
+    )
     warmup: bool = True
 
     # --- batcher (one per ONNX session) ---

@@ -245,3 +245,57 @@ def test_padded_runner_gives_every_call_one_shape_and_the_same_rows(model_root):
     full = _runner(Spy(), ["image"], pad_to=3)(feeds)[0]
     assert shapes == [3, 8, 3]
     assert padded.shape == plain.shape == full.shape and np.array_equal(padded, plain)
+
+
+@pytest.mark.parametrize("name", ["mnist-cdcgan", "mnist-dcgan"])
+def test_solo_session_threads_change_no_bit_of_a_shipped_model(name):
+    """The solo session (more threads, for a call alone) must give the very same pixels, or an
+    image would depend on whether its request happened to run alone."""
+    from service.registry import _session
+
+    model_dir = DEFAULT_MODELS_DIR / name
+    card = json.loads((model_dir / "model.json").read_text())
+    path = model_dir / card["files"]["generator"]
+    settings = Settings(models_dir=DEFAULT_MODELS_DIR, intra_op_threads=1)
+    one, solo = (
+        _session(path, settings, ["CPUExecutionProvider"]),
+        _session(path, settings, ["CPUExecutionProvider"], threads=4),
+    )
+    rng = np.random.default_rng(0)
+    for rows in (1, 7, 64):
+        feeds = {"z": rng.standard_normal((rows, card["latent_dim"])).astype(np.float32)}
+        if card.get("num_classes"):
+            feeds["y"] = np.eye(card["num_classes"], dtype=np.float32)[
+                rng.integers(0, card["num_classes"], rows)
+            ]
+        assert np.array_equal(one.run(None, feeds)[0], solo.run(None, feeds)[0])
+
+
+def test_runner_uses_the_solo_session_only_for_a_call_alone():
+    import threading
+
+    from service.registry import _runner
+
+    entered, release, used = threading.Event(), threading.Event(), []
+
+    class Session:
+        def __init__(self, name, block=False):
+            self.name, self.block = name, block
+
+        def run(self, names, inputs):
+            used.append(self.name)
+            if self.block:
+                entered.set()
+                release.wait(5)
+            return [inputs["z"]]
+
+    run = _runner(Session("shared"), ["image"], solo=Session("solo", block=True))
+    z = {"z": np.zeros((1, 2), np.float32)}
+    first = threading.Thread(target=run, args=(z,))
+    first.start()
+    assert entered.wait(5)
+    run(z)  # while the first call is in flight
+    release.set()
+    first.join(5)
+    run(z)  # alone again
+    assert used == ["solo", "shared", "solo"]
