@@ -66,6 +66,7 @@ QUICK = Plan(
 # name -> GANSERVE_* overrides (on top of service/settings.py's defaults)
 CONFIGS: dict[str, dict[str, str]] = {
     "no batching (max_batch_size=1)": {"MAX_BATCH_SIZE": "1"},
+    "no solo session (solo_intra_op_threads=1)": {"SOLO_INTRA_OP_THREADS": "1"},
     "max_queue_delay_ms=1": {"MAX_QUEUE_DELAY_MS": "1"},
     "max_queue_delay_ms=2": {"MAX_QUEUE_DELAY_MS": "2"},
     "max_queue_delay_ms=5": {"MAX_QUEUE_DELAY_MS": "5"},

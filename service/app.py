@@ -61,12 +61,10 @@ class ServiceMiddleware:
                     (REQUEST_ID_HEADER, rid.encode()),
                 ]
                 if status >= 400:
+                    # 503/504 are the service shedding load as designed (counted in
+                    # ganserve_requests_total): INFO, or an overload would flood the log
                     log.log(
-                        logging.ERROR
-                        if status == 500
-                        else logging.WARNING
-                        if status >= 500
-                        else logging.INFO,
+                        logging.ERROR if status == 500 else logging.INFO,
                         "request %s: %s %s -> %d",
                         rid,
                         method,
@@ -86,22 +84,25 @@ class ServiceMiddleware:
 
         try:
             if method == "POST" and getattr(state, "draining", False):
+                status = 503
                 return await _reply(
-                    send_wrapper, 503, "shutting_down", "the service is shutting down", settings
+                    send, 503, "shutting_down", "the service is shutting down", settings, rid=rid
                 )
             if method == "POST":
                 # Admission before any parsing: when HTTP handling, not inference, is the
                 # bottleneck (single-image requests), the batcher's row bound never fills and
                 # requests would wait unboundedly in the event loop (docs/BENCHMARKS.md).
                 cap = settings.max_inflight_requests
-                if cap and self.inflight >= cap:
+                if cap and self.inflight >= cap:  # the cheapest reply there is: sent as is
+                    status = 503
                     return await _reply(
-                        send_wrapper,
+                        send,
                         503,
                         "overloaded",
                         f"{self.inflight} requests in progress (limit {cap}); retry later",
                         settings,
                         cap,
+                        rid=rid,
                     )
                 self.inflight += 1
                 counted = True
@@ -167,11 +168,16 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _reply(send, status, code, detail, settings: Settings, limit=None):
-    body = json.dumps(
-        {"error": code, "detail": detail, "field": "body" if status == 413 else None, "limit": limit}
-    )
+async def _reply(send, status, code, detail, settings: Settings, limit=None, rid: str | None = None):
+    """An error reply made here. With `rid`, it is complete (request ID in header and body) and
+    goes straight to the server's `send`, skipping the wrapper that would parse it again."""
+    error = {"error": code, "detail": detail, "field": "body" if status == 413 else None, "limit": limit}
+    if rid is not None:
+        error["request_id"] = rid
+    body = json.dumps(error)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if rid is not None:
+        headers.append((REQUEST_ID_HEADER, rid.encode()))
     if status == 503:
         headers.append((b"retry-after", str(settings.retry_after_s).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -510,6 +510,7 @@ async def test_requests_over_the_in_flight_bound_get_503_before_any_work(make_se
             r = await c.post("/generate", json={"n": 1})
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert r.json()["error"] == "overloaded" and r.json()["limit"] == 2
+            assert r.json()["request_id"] == r.headers["x-request-id"] != ""
             assert (await c.get("/healthz")).status_code == 200  # GETs are never bounded
             gate.open.set()
             assert [(await h).status_code for h in held] == [200, 200]
