@@ -304,6 +304,9 @@ def _solo_threads(settings: Settings, provider: str) -> int:
     return n if n > max(1, settings.intra_op_threads) else 0
 
 
+SOLO_MAX_ROWS = 16  # at n=16, c=16 (batches of 64) solo calls took 2-3% of the CPU on a third thread
+
+
 def _runner(
     sess: ort.InferenceSession,
     output_names: list[str],
@@ -312,7 +315,8 @@ def _runner(
 ):
     """The batcher's run function.
 
-    `solo`: a session with more threads, used by a call that finds no other call in flight. Why:
+    `solo`: a session with more threads, used by a call of at most SOLO_MAX_ROWS rows that finds no
+    other call in flight (a large batch means load: its neighbours would fight for the cores). Why:
     on the CPU one thread per call and `inference_threads` calls at once make the most images/s
     under load, but a lone request (concurrency 1) then leaves cores idle; with two threads a
     batch of one takes ~0.45 ms instead of ~0.85 here. Thread count does not change a bit of the
@@ -329,7 +333,7 @@ def _runner(
     def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         nonlocal inflight
         with lock:
-            alone = inflight == 0
+            alone = inflight == 0 and len(next(iter(inputs.values()))) <= SOLO_MAX_ROWS
             inflight += 1
         try:
             return (solo if solo is not None and alone else sess).run(output_names, inputs)

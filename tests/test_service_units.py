@@ -274,7 +274,7 @@ def test_solo_session_threads_change_no_bit_of_a_shipped_model(name):
 def test_runner_uses_the_solo_session_only_for_a_call_alone():
     import threading
 
-    from service.registry import _runner
+    from service.registry import SOLO_MAX_ROWS, _runner
 
     entered, release, used = threading.Event(), threading.Event(), []
 
@@ -298,4 +298,5 @@ def test_runner_uses_the_solo_session_only_for_a_call_alone():
     release.set()
     first.join(5)
     run(z)  # alone again
-    assert used == ["solo", "shared", "solo"]
+    run({"z": np.zeros((SOLO_MAX_ROWS + 1, 2), np.float32)})  # alone, but a batch that means load
+    assert used == ["solo", "shared", "solo", "shared"]
