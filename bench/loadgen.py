@@ -298,7 +298,7 @@ async def open_loop(
     warmup: float = 1.0,
     server_pid: int | None = None,
     timeout: float = 30.0,
-    max_connections: int = 4096,  # under the kernel.s somaxconn (4096 here) and the fd limit
+    max_connections: int = 4096,  # under the kernel's somaxconn (4096 here) and the fd limit
 ) -> RunResult:
     prewarm = [_conn() for _ in range(min(64, max_connections))]
     request = _request(base_url + path, body, timeout)  # re-sent on every connection
