@@ -300,8 +300,10 @@ def _solo_threads(settings: Settings, provider: str) -> int:
     """Threads of the second (solo) CPU session; 0 or 1 = none."""
     if not provider.startswith("CPU"):
         return 0
-    n = settings.solo_intra_op_threads or os.cpu_count() or 1
-    return n if n > max(1, settings.intra_op_threads) else 0
+    cores = os.cpu_count() or 1
+    n = settings.solo_intra_op_threads or cores
+    shared = settings.intra_op_threads or cores  # 0: ORT's default, every core already
+    return n if n > shared else 0
 
 
 SOLO_MAX_ROWS = 16  # at n=16, c=16 (batches of 64) solo calls took 2-3% of the CPU on a third thread

@@ -300,3 +300,16 @@ def test_runner_uses_the_solo_session_only_for_a_call_alone():
     run(z)  # alone again
     run({"z": np.zeros((SOLO_MAX_ROWS + 1, 2), np.float32)})  # alone, but a batch that means load
     assert used == ["solo", "shared", "solo", "shared"]
+
+
+def test_solo_session_only_where_it_adds_threads(monkeypatch):
+    from service.registry import _solo_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    cpu = "CPUExecutionProvider"
+    assert _solo_threads(Settings(), cpu) == 4
+    assert _solo_threads(Settings(solo_intra_op_threads=3), cpu) == 3
+    assert _solo_threads(Settings(solo_intra_op_threads=1), cpu) == 0  # off
+    assert _solo_threads(Settings(intra_op_threads=4), cpu) == 0  # the shared session has them all
+    assert _solo_threads(Settings(intra_op_threads=0), cpu) == 0  # ORT's default: every core
+    assert _solo_threads(Settings(), "CUDAExecutionProvider") == 0
