@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from .client import APIError, GanClient, GanServeError, ImageSet
 
 
@@ -144,6 +145,7 @@ def _print_human(command: str, result: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganserve", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--url", default=os.environ.get("GANSERVE_URL", "http://127.0.0.1:8000"),
                         help="service URL (default: $GANSERVE_URL or http://127.0.0.1:8000)")  # fmt: skip
     parser.add_argument(

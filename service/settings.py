@@ -12,7 +12,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+# The default models: inside the installed package (setup.py copies models/ there when it builds
+# the wheel), or, in a clone or an editable install, the repository's models/ next to service/.
+PACKAGED_MODELS_DIR = Path(__file__).resolve().parent / "default_models"
+REPOSITORY_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODELS_DIR = PACKAGED_MODELS_DIR if PACKAGED_MODELS_DIR.is_dir() else REPOSITORY_MODELS_DIR
 PREFERRED_DEFAULT_MODEL = "mnist-cdcgan"
 
 
@@ -26,7 +30,15 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     # --- models ---
-    models_dir: Path = DEFAULT_MODELS_DIR
+    models_dir: Path = Field(
+        DEFAULT_MODELS_DIR,
+        description="model repository: one sub-directory per model (default: the shipped ones)",
+    )
+    allow_empty: bool = Field(
+        False,
+        description="start even when models_dir holds no loadable model (a repository filled later); "
+        "otherwise `python -m service` exits at start with a message",
+    )
     default_model: str | None = Field(
         None, description="default for requests without `model`: mnist-cdcgan if loaded, else the first"
     )

@@ -58,23 +58,65 @@ def test_graceful_shutdown_finishes_requests_in_flight(make_settings):
     assert results == [200] * 4
 
 
-def test_python_m_service_starts_with_no_models(tmp_path):
-    port = free_port()
-    env = os.environ | {"GANSERVE_LOG_LEVEL": "warning"}
-    cmd = [sys.executable, "-m", "service", "--port", str(port), "--models", str(tmp_path / "none")]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
-                time.sleep(0.1)
-        assert r.status_code == 200
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
-        assert ready.status_code == 503 and ready.json() == {"ready": False, "models": {}}
-    finally:
-        proc.terminate()
-        assert proc.wait(20) == 0
+def _model_roots(tmp_path: Path) -> dict[str, Path]:
+    """Three roots with nothing to serve: missing, empty, and one broken model directory."""
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken" / "half-copied"
+    broken.mkdir(parents=True)
+    (broken / "model.json").write_text("{}")
+    return {"missing": tmp_path / "none", "empty": tmp_path / "empty", "broken": tmp_path / "broken"}
+
+
+def test_python_m_service_refuses_to_start_with_no_model(tmp_path):
+    for case, root in _model_roots(tmp_path).items():
+        env = {k: v for k, v in os.environ.items() if k != "GANSERVE_ALLOW_EMPTY"}
+        cmd = [sys.executable, "-m", "service", "--port", str(free_port()), "--models", str(root)]
+        out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1, (case, out.stdout, out.stderr)
+        message = out.stderr
+        assert message.startswith("error: no model to serve: ") and str(root) in message, message
+        assert "--models DIR" in message and "--allow-empty" in message, message
+        assert "Uvicorn running" not in message, "it stops before binding a port"
+        if case == "broken":
+            assert "half-copied: half-copied/model.json" in message, "names the model and the problem"
+
+
+def test_python_m_service_starts_empty_when_allowed(tmp_path):
+    """--allow-empty or GANSERVE_ALLOW_EMPTY=1: up and alive, not ready, no models."""
+    roots = _model_roots(tmp_path)
+    for root, allow in ((roots["missing"], ["--allow-empty"]), (roots["broken"], [])):
+        port = free_port()
+        env = (
+            os.environ | {"GANSERVE_LOG_LEVEL": "warning"} | ({} if allow else {"GANSERVE_ALLOW_EMPTY": "1"})
+        )
+        cmd = [sys.executable, "-m", "service", "--port", str(port), "--models", str(root), *allow]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+                    time.sleep(0.1)
+            assert r.status_code == 200
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+            assert ready.status_code == 503 and ready.json()["ready"] is False
+            models = ready.json()["models"]
+            if allow:  # the missing root
+                assert models == {}
+            else:  # the broken model is listed with its problem
+                assert list(models) == ["half-copied"] and models["half-copied"].startswith("failed: ")
+        finally:
+            proc.terminate()
+            assert proc.wait(20) == 0
+
+
+def test_server_and_cli_print_the_package_version():
+    import service
+
+    for argv in (["-m", "service", "--version"], ["-m", "service.cli", "--version"]):
+        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-1] == service.__version__ != "0+unknown", out.stdout
