@@ -1,6 +1,8 @@
-"""Loaders on files the tests write themselves, and the fixed stratified split."""
+"""Loaders on files the tests write themselves, the vendored MNIST files, and the fixed split."""
 
 import gzip
+import hashlib
+import shutil
 import struct
 
 import numpy as np
@@ -8,7 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import load_dataset, load_embedded_mnist, load_idx, load_image_folder, split
+from training.data import (
+    MNIST_DIR,
+    MNIST_FILES,
+    load_dataset,
+    load_embedded_mnist,
+    load_idx,
+    load_image_folder,
+    load_mnist,
+    split,
+)
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -87,3 +98,47 @@ def test_embedded_mnist_and_a_fixed_stratified_split():
     # no image is in both parts
     held_keys = {x.numpy().tobytes() for x in held.images}
     assert not held_keys & {x.numpy().tobytes() for x in train.images}
+
+
+def test_vendored_mnist_files_are_the_published_ones():
+    """md5s published with MNIST: of the uncompressed images file and of the labels .gz."""
+    images = (MNIST_DIR / "train-images-idx3-ubyte.gz").read_bytes()
+    labels = (MNIST_DIR / "train-labels-idx1-ubyte.gz").read_bytes()
+    assert hashlib.md5(gzip.decompress(images)).hexdigest() == "6bbc9ace898e44ae57da46a324031adb"
+    assert hashlib.md5(labels).hexdigest() == "d53e105ee54ea40749a09fcbcd1e9432"
+    assert (MNIST_DIR / "README.md").read_text().count("CC BY-SA 3.0") >= 1
+
+
+def test_mnist_is_the_full_training_set_with_a_fixed_split():
+    data = load_dataset("mnist")
+    assert data.name == "mnist" and data.images.shape == (60000, 1, 28, 28)
+    assert data.images.min() == -1.0 and data.images.max() == 1.0
+    assert data.labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    train, held = split(data)  # the documented split: 20% of each digit held out, seed 0
+    assert len(train) == 48000 and len(held) == 12000
+    assert held.labels.bincount().tolist() == [1185, 1348, 1192, 1226, 1168, 1084, 1184, 1253, 1170, 1190]
+    assert load_dataset("mnist-5k").name == "mnist-5k"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "missing"])
+@pytest.mark.parametrize("name", sorted(MNIST_FILES))
+def test_a_damaged_mnist_file_is_a_clear_error_naming_it(tmp_path, name, damage):
+    for f in MNIST_FILES:
+        shutil.copy(MNIST_DIR / f, tmp_path / f)
+    raw = (tmp_path / name).read_bytes()
+    if damage == "truncate":
+        (tmp_path / name).write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip":
+        (tmp_path / name).write_bytes(raw[:100] + bytes([raw[100] ^ 1]) + raw[101:])
+    else:
+        (tmp_path / name).unlink()
+    error = FileNotFoundError if damage == "missing" else ValueError
+    with pytest.raises(error, match=str(tmp_path / name).replace(".", r"\.")):
+        load_mnist(tmp_path)
+
+
+def test_a_truncated_gzip_idx_file_is_a_clear_error(tmp_path):
+    write_idx(tmp_path / "img.gz", np.zeros((4, 5, 5)), gz=True)
+    (tmp_path / "cut.gz").write_bytes((tmp_path / "img.gz").read_bytes()[:-10])
+    with pytest.raises(ValueError, match="cut.gz: corrupt or truncated gzip"):
+        load_idx(tmp_path / "cut.gz", tmp_path / "img.gz")

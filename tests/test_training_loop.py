@@ -20,7 +20,7 @@ def params(module):
 def test_one_step_gives_finite_losses_and_changes_weights(tmp_path, loss, conditional):
     cfg = TrainConfig(conditional=conditional, loss=loss, **TINY)
     data = fake_dataset(cfg, n=16, num_classes=3)
-    trainer = Trainer(cfg, data, tmp_path)
+    trainer = Trainer(cfg, data)
     g0, d0, e0 = params(trainer.G), params(trainer.D), params(trainer.G_ema)
     row = trainer.train_step(data.images[:8], data.labels[:8])
     assert all(torch.isfinite(torch.tensor(row)))
@@ -33,7 +33,7 @@ def test_one_step_gives_finite_losses_and_changes_weights(tmp_path, loss, condit
 def test_k_discriminator_steps_per_generator_step(tmp_path):
     cfg = TrainConfig(d_steps=3, **TINY)
     data = fake_dataset(cfg, n=16, num_classes=3)
-    trainer = Trainer(cfg, data, tmp_path)
+    trainer = Trainer(cfg, data)
     g0 = params(trainer.G)
     for _ in range(2):
         trainer.train_step(data.images[:8], data.labels[:8])

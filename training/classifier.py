@@ -20,7 +20,9 @@ from training.models import Classifier
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    epochs: int = 15
+    # A fixed number of steps, not epochs, so its cost does not grow with the data: on the 48,000
+    # training digits of `mnist` 2,500 steps (3.3 passes) reach ~99% held-out accuracy in ~2-3 minutes.
+    steps: int = 2500
     batch_size: int = 64
     lr: float = 2e-3
     max_shift: int = 2  # random translation in pixels: cheap augmentation that MNIST-like data needs
@@ -59,22 +61,23 @@ def train_classifier(train: Dataset, heldout: Dataset, cfg: ClassifierConfig = C
     _, c, h, _ = train.images.shape
     model = Classifier(h, c, len(train.class_names), cfg.feature_dim)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps = cfg.epochs * (len(train) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps))
-    with tqdm(total=steps, desc="classifier", unit="step") as bar:
-        for _ in range(cfg.epochs):
-            model.train()
-            perm = torch.randperm(len(train), generator=gen)
-            for begin in range(0, len(train) - cfg.batch_size + 1, cfg.batch_size):
-                idx = perm[begin : begin + cfg.batch_size]
-                logits, _ = model(_shift(train.images[idx], cfg.max_shift, gen))
-                loss = F.cross_entropy(logits, train.labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.steps))
+    per_epoch = max(1, len(train) // cfg.batch_size)
+    model.train()
+    with tqdm(total=cfg.steps, desc="classifier", unit="step") as bar:
+        for step in range(cfg.steps):
+            if step % per_epoch == 0:
+                perm = torch.randperm(len(train), generator=gen)
+            begin = (step % per_epoch) * cfg.batch_size
+            idx = perm[begin : begin + cfg.batch_size]
+            logits, _ = model(_shift(train.images[idx], cfg.max_shift, gen))
+            loss = F.cross_entropy(logits, train.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     acc = accuracy(model, heldout)
     model.eval()
     return model, acc

@@ -1,12 +1,13 @@
-"""The recipe study: objectives x regularisers on the embedded MNIST digits, same budget, 3 seeds each.
+"""The recipe study: objectives x regularisers on MNIST, same budget for every variant, N seeds each.
 
-Every variant trains a conditional DCGAN for the same number of discriminator steps (epochs),
-exports the generator to ONNX and is evaluated by training/evaluate.py with the project's classifier
-(FID, IS, label accuracy, diversity). Writes runs/study/results.json (resumable) and the
-table (mean +- std over seeds) as docs/study/results.md, a sample grid per variant and the loss
-curves; docs/STUDY.md discusses them.
+Every variant trains a DCGAN (conditional unless --unconditional) for the same budget: a number of
+epochs, or with --minutes a wall-clock time (a cheaper step buys more steps). The generator is
+exported to ONNX and evaluated by training/evaluate.py with a classifier trained once per study on
+the same split (FID, IS, label accuracy, diversity, class mix). Writes OUT/results.json (resumable),
+the table (mean +- std over seeds) as DOCS/results.md, a sample grid per variant and the loss curves;
+docs/STUDY.md discusses them.
 
-    python -m training study --epochs 6 --seeds 3
+    python -m training study --minutes 8 --seeds 1 --threads 1 --variants "ns (default)" ...
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
+from training.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from training.data import load_dataset, split
 from training.evaluate import evaluate
-from training.export import export_generator, git_commit, sha256
-from training.train import TrainConfig, train
+from training.export import export_classifier, export_generator, git_commit, sha256
+from training.train import TrainConfig, Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
-# A short budget: the EMA decay is shortened to match (0.999 suits the 40-epoch shipped recipe, but
-# over a few hundred steps it would still remember the untrained generator). "ns, raw G" reuses the
+# A short budget: the EMA decay is shortened to match (0.999 suits the shipped recipes, but over a
+# few hundred steps it would still remember the untrained generator). "ns, raw G" reuses the
 # default training (only export_weights differs); "ns, avg G" keeps its own weight average.
 BASE = TrainConfig(dataset="mnist", conditional=True, threads=2, ema_decay=0.99)
+SN_TTUR = {"loss": "hinge", "spectral_norm": True, "d_norm": "none", "lr": 1e-4, "lr_d": 4e-4}
 
 # name -> (what it tests, TrainConfig overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -57,6 +61,16 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         "the default run exported as the average of the last 200 G steps",
         {"weight_average": 200, "export_weights": "average"},
     ),
+    "hinge + SN + TTUR": ("hinge, SN, no BN in D; TTUR: G lr 1e-4, D lr 4e-4", SN_TTUR),
+    "ns + R1": ("R1 penalty on real digits, gamma 1", {"r1_weight": 1.0}),
+    "ns + DiffAug": (
+        "DiffAugment translation (+-4 px) on D's real and fake inputs",
+        {"augment": "translation"},
+    ),
+    "ns, D x2": ("discriminator twice as wide (ndf 128)", {"ndf": 128}),
+    "ns, G / 2": ("generator half as wide (ngf 32): a cheaper step buys more steps", {"ngf": 32}),
+    "ns, batch 128": ("batch 128 instead of 64", {"batch_size": 128}),
+    "ns + mbstd, D x2": ("minibatch stddev and ndf 128", {"minibatch_stddev": True, "ndf": 128}),
 }
 COLLAPSE_DIVERSITY = 0.5  # mean fake/real diversity ratio below this counts as mode collapse
 
@@ -79,7 +93,7 @@ def _export_for_eval(trainer, out: Path, classifier_onnx: Path, class_names) -> 
     card = {
         "format_version": 1,
         "name": out.name,
-        "kind": "conditional",
+        "kind": "conditional" if g.conditional else "unconditional",
         "latent_dim": g.latent_dim,
         "num_classes": g.num_classes,
         "class_names": list(class_names),
@@ -91,13 +105,61 @@ def _export_for_eval(trainer, out: Path, classifier_onnx: Path, class_names) -> 
     (out / "model.json").write_text(json.dumps(card, indent=2))
 
 
-def run_study(epochs: int, seeds: int, samples: int, out: Path, variants: list[str]) -> dict:
-    classifier_onnx = ROOT / "models" / "mnist-cdcgan" / "classifier.onnx"
-    if not classifier_onnx.exists():
-        raise FileNotFoundError(
-            f"{classifier_onnx}: train the default model first (its classifier is the metric)"
-        )
-    train_split, heldout = split(load_dataset("mnist"), BASE.heldout_fraction, BASE.split_seed)
+def study_classifier(out: Path, train_split, heldout) -> Path:
+    """One metrics classifier per study (trained on the study's training split), as ONNX."""
+    path, onnx = out / "classifier.pt", out / "classifier.onnx"
+    if not path.exists():
+        model, acc = train_classifier(train_split, heldout, ClassifierConfig())
+        save_classifier(model, acc, ClassifierConfig(), train_split.class_names, path)
+        print(f"study classifier held-out accuracy: {acc:.2%}")
+    if not onnx.exists():
+        export_classifier(load_classifier(path)[0], onnx)
+    return onnx
+
+
+def train_for(cfg: TrainConfig, run: Path, seconds: float, data) -> Trainer:
+    """Train for a wall-clock budget (checked after every step), then save the final sample grid."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    (run / "samples").mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, data)
+    start = time.perf_counter()
+    bs, n = cfg.batch_size, len(data)
+    while time.perf_counter() - start < seconds:
+        perm = torch.randperm(n, generator=trainer.rng)
+        for begin in range(0, n - bs + 1, bs):
+            idx = perm[begin : begin + bs]
+            trainer.train_step(data.images[idx], data.labels[idx])
+            if time.perf_counter() - start >= seconds:
+                break
+    trainer.train_seconds = time.perf_counter() - start
+    trainer.save_samples(run / "samples" / "final.png")
+    history = np.asarray(trainer.history)
+    per = max(1, len(history) // 20)  # 20 points of the loss curve for the loss sheet
+    rows = [
+        {
+            "epoch": (i + per) / (n // bs),
+            "loss_d": float(np.nanmean(history[i : i + per, 0])),
+            "loss_g": float(np.nanmean(history[i : i + per, 1])),
+        }
+        for i in range(0, len(history) - per + 1, per)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return trainer
+
+
+def run_study(
+    epochs: int,
+    seeds: int,
+    samples: int,
+    out: Path,
+    variants: list[str],
+    minutes: float = 0.0,
+    base: TrainConfig = BASE,
+    classifier_dir: Path | None = None,
+) -> dict:
+    train_split, heldout = split(load_dataset(base.dataset), base.heldout_fraction, base.split_seed)
+    classifier_onnx = study_classifier(classifier_dir or out, train_split, heldout)
     results = []
     results_path = out / "results.json"
     done = (
@@ -109,15 +171,20 @@ def run_study(epochs: int, seeds: int, samples: int, out: Path, variants: list[s
     for name in variants:
         _, overrides = VARIANTS[name]
         for seed in range(seeds):
-            if (name, seed) in done and done[(name, seed)]["epochs"] == epochs:
+            previous = done.get((name, seed), {})
+            if previous.get("epochs") == epochs and previous.get("minutes", 0.0) == minutes:
                 results.append(done[(name, seed)])
                 continue
-            cfg = replace(BASE, epochs=epochs, seed=seed, **overrides)
+            cfg = replace(base, epochs=epochs, seed=seed, **overrides)
             key = (tuple(sorted((k, v) for k, v in overrides.items() if k != "export_weights")), seed)
             run = _run_dir(out, _training_variant(name), seed)  # variants that differ only in export share it
             if key in trained:
                 trainer, seconds = trained[key]
                 trainer.cfg = cfg  # same training; only the exported weights differ
+            elif minutes:
+                trainer = train_for(cfg, run, minutes * 60, train_split)
+                seconds = trainer.train_seconds
+                trained[key] = (trainer, seconds)
             else:
                 start = time.perf_counter()
                 trainer = train(cfg, run, resume=(run / "checkpoint.pt").exists())  # resumes a cut-off study
@@ -132,7 +199,11 @@ def run_study(epochs: int, seeds: int, samples: int, out: Path, variants: list[s
                 "variant": name,
                 "seed": seed,
                 "epochs": epochs,
+                "minutes": minutes,
                 "train_seconds": round(seconds, 1),
+                "steps": trainer.step,
+                "steps_per_s": round(trainer.step / max(seconds, 1e-9), 2),
+                "conditional": cfg.conditional,
                 "finite": finite,
             }
             if finite:
@@ -150,14 +221,19 @@ def run_study(epochs: int, seeds: int, samples: int, out: Path, variants: list[s
                     "fid_real": ev["fid"]["real_baseline"],
                     "is": ev["inception_score"]["model"]["mean"],
                     "is_real": ev["inception_score"]["real_baseline"]["mean"],
-                    "label_accuracy": ev["label_accuracy"]["model"],
+                    "label_accuracy": ev["label_accuracy"]["model"] if cfg.conditional else None,
                     "diversity": ev["diversity"]["ratio_mean"],
+                    "diversity_min": ev["diversity"]["ratio_min"],
+                    "diversity_heldout": ev["diversity"]["heldout_ratio_mean"],
+                    "class_share_min": min(ev["class_histogram"]) / samples,
+                    "class_share_max": max(ev["class_histogram"]) / samples,
                 }
+
                 record["collapsed"] = bool(record["diversity"] < COLLAPSE_DIVERSITY)
             results.append(record)
             done[(name, seed)] = record
             results_path.write_text(json.dumps(list(done.values()), indent=2))
-    return {"epochs": epochs, "seeds": seeds, "samples": samples, "runs": results}
+    return {"epochs": epochs, "minutes": minutes, "seeds": seeds, "samples": samples, "runs": results}
 
 
 def _mean_std(values) -> str:
@@ -209,7 +285,7 @@ def _grid_sheet(names: list[str], out: Path, path: Path) -> None:
     """The last epoch's sample grid (seed 0) of every variant, side by side with its name."""
     tiles = []
     for name in names:
-        grids = sorted((_run_dir(out, name, 0) / "samples").glob("epoch_*.png"))
+        grids = sorted((_run_dir(out, name, 0) / "samples").glob("*.png"))  # epoch_NNN.png, or final.png
         if grids:
             img = Image.open(grids[-1]).convert("L")
             img = img.resize((img.width // 2, img.height // 2))
@@ -259,12 +335,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/study"), help="run folders and results.json")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "study", help="table and figures")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="subset of variants (names)")
+    parser.add_argument(
+        "--minutes", type=float, default=0.0, help="wall-clock budget per run instead of epochs"
+    )
+    parser.add_argument("--unconditional", action="store_true", help="study the unconditional DCGAN")
+    parser.add_argument("--threads", type=int, default=BASE.threads, help="torch threads per run")
+    parser.add_argument("--ema-decay", type=float, default=BASE.ema_decay, help="EMA decay of every variant")
+    parser.add_argument("--classifier-dir", type=Path, help="share one study classifier (default: --out)")
     args = parser.parse_args(argv)
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    study = run_study(args.epochs, args.seeds, args.samples, args.out, args.variants)
+    base = replace(BASE, conditional=not args.unconditional, threads=args.threads, ema_decay=args.ema_decay)
+    study = run_study(
+        args.epochs,
+        args.seeds,
+        args.samples,
+        args.out,
+        args.variants,
+        args.minutes,
+        base,
+        args.classifier_dir,
+    )
     table, baseline = write_report(study, args.out, args.docs)
     print(table)
     print(baseline)

