@@ -43,6 +43,16 @@ RunFn = Callable[[dict[str, np.ndarray]], Outputs]
 PostFn = Callable[[Outputs], list]
 
 
+def _check_positive(**limits: float) -> None:
+    """Fail fast on a limit that would make the batcher spin or refuse everything."""
+    for key, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+    for key in ("max_batch_size", "max_queue_rows", "inference_threads"):
+        if not isinstance(limits[key], int):
+            raise ValueError(f"{key} must be a whole number, got {limits[key]!r}")
+
+
 def first_output_rows(outputs: Outputs) -> list:
     """Default `post`: the rows of the first output."""
     return list(outputs[0])
@@ -122,6 +132,14 @@ class Batcher:
         model: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
+        _check_positive(
+            max_batch_size=max_batch_size,
+            max_queue_rows=max_queue_rows,
+            inference_threads=inference_threads,
+            timeout_s=timeout_s,
+        )
+        if not max_queue_delay_ms >= 0:  # also rejects NaN
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms!r}")
         self.name = name
         self.run_fn = run_fn
         self.max_batch_size = max_batch_size
@@ -138,36 +156,47 @@ class Batcher:
         self._m_rejected = {
             r: metrics.REJECTED.labels(model, r) for r in ("overloaded", "deadline", "cancelled")
         }
+        # Loop-independent state (asyncio primitives bind to a loop on first use, not here).
         self._queue: deque[Entry] = deque()
         self._rows = 0
         self._inflight: set[asyncio.Future] = set()
         self._closing = False
+        self._wakeup = asyncio.Event()  # set: the queue has work (or the batcher is closing)
+        self._idle = asyncio.Event()  # set: nothing queued and nothing running (close waits on it)
+        self._idle.set()
+        self._slots = asyncio.Semaphore(inference_threads)
+        self._pool = ThreadPoolExecutor(inference_threads, thread_name_prefix=f"infer-{name}")
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
-        self._pool: ThreadPoolExecutor | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the worker on the running event loop. A batcher runs once: start, then close."""
+        if self._task is not None or self._closing:
+            raise RuntimeError(f"batcher {self.name}: already started or closed")
         self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.inference_threads)
-        self._pool = ThreadPoolExecutor(self.inference_threads, thread_name_prefix=f"infer-{self.name}")
         self._task = self._loop.create_task(self._worker(), name=f"batcher-{self.name}")
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
 
     async def close(self, drain_timeout_s: float = 10.0) -> None:
         """Reject new work; let queued and running work finish within the timeout; fail the rest."""
         self._closing = True
         if self._task is None:
+            self._pool.shutdown(wait=False)
             return
         self._wakeup.set()
-        deadline = self._loop.time() + drain_timeout_s
-        while (self._queue or self._inflight) and self._loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
         for entry in self._queue:
             if not entry.future.done():
                 entry.future.set_exception(ShuttingDown(f"{self.name}: shut down before this request ran"))
-        self._queue.clear()
-        self._set_rows(0)
+        if self._queue:
+            self._queue.clear()
+            self._set_rows(0)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -187,7 +216,8 @@ class Batcher:
     def enqueue(self, inputs: dict[str, np.ndarray], post: PostFn | None = None) -> Entry:
         """Queue `inputs` (equal row counts) and return the entry; await `entry.future` for rows."""
         if self._closing or self._task is None:
-            raise ShuttingDown(f"{self.name}: not accepting requests (shutting down)")
+            state = "shutting down" if self._closing else "not started"
+            raise ShuttingDown(f"{self.name}: not accepting requests ({state})")
         rows = len(next(iter(inputs.values())))
         if rows < 1:
             raise InvalidInput("empty request: no rows to run")
@@ -208,6 +238,7 @@ class Batcher:
         )
         self._queue.append(entry)
         self._set_rows(self._rows + rows)
+        self._idle.clear()
         self._wakeup.set()
         return entry
 
@@ -263,6 +294,7 @@ class Batcher:
             self._m_rejected["cancelled"].inc()
         if not sel.batch:
             self._slots.release()
+            self._note_idle()
             return
         now = self.clock()
         for s in sel.batch:
@@ -300,10 +332,15 @@ class Batcher:
             offset += n
         return results
 
+    def _note_idle(self) -> None:
+        if not self._queue and not self._inflight:
+            self._idle.set()
+
     def _finish(self, batch: list[Slice], fut: asyncio.Future) -> None:
         """On the event loop: resolve the futures of a finished call."""
         self._inflight.discard(fut)
         self._slots.release()
+        self._note_idle()
         if fut.cancelled():
             results = [ShuttingDown(f"{self.name}: inference cancelled")] * len(batch)
         elif fut.exception() is not None:

@@ -1,51 +1,26 @@
-"""Latent vectors: one seed per image, truncation, interpolation, walks and arithmetic.
+"""Latent vectors: one seed per image (the contract's rule), interpolation, walks and arithmetic.
 
-Why seeds per image: an image depends only on (model, seed, label), never on which batch it ran
-in. The rule (docs/MODEL_FORMAT.md): `rng = numpy.random.default_rng(seed)`,
-`z = rng.standard_normal(latent_dim)`; for conditional models without a given label the label is
-`rng.integers(num_classes)` drawn right after z (drawn, and discarded, even when a label is given,
-so that truncation sees the same stream); truncation then resamples every |z_i| > t from the same
-rng until none is left.
+The per-seed rule itself (z, the label drawn from the seed, truncation) lives in
+`modelformat.latent`, shared with training and evaluation; it is re-exported here for the routes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from modelformat.latent import latents_for_seeds, one_hot, seeded, truncate
 
-def seeded(seed: int, latent_dim: int, num_classes: int = 0, truncation: float | None = None):
-    """(z float32 [latent_dim], label drawn from the seed or None) for one seed."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal(latent_dim)
-    label = int(rng.integers(num_classes)) if num_classes else None
-    if truncation is not None:
-        z = truncate(z, truncation, rng)
-    return z.astype(np.float32), label
-
-
-def truncate(z: np.ndarray, t: float, rng: np.random.Generator) -> np.ndarray:
-    """Resample coordinates with |z_i| > t from `rng` (the truncation trick, BigGAN style)."""
-    z = np.array(z, dtype=np.float64)
-    bad = np.abs(z) > t
-    while bad.any():
-        z[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(z) > t
-    return z
-
-
-def latents_for_seeds(seeds, latent_dim: int, num_classes: int = 0, truncation: float | None = None):
-    """Z float32 [N, latent_dim] and the labels drawn from each seed (None for unconditional)."""
-    z = np.empty((len(seeds), latent_dim), dtype=np.float32)
-    labels = [] if num_classes else None
-    for i, s in enumerate(seeds):
-        z[i], label = seeded(s, latent_dim, num_classes, truncation)
-        if labels is not None:
-            labels.append(label)
-    return z, labels
-
-
-def one_hot(labels, num_classes: int) -> np.ndarray:
-    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+__all__ = [
+    "combine",
+    "latents_for_seeds",
+    "lerp",
+    "neighbours",
+    "one_hot",
+    "seeded",
+    "slerp",
+    "truncate",
+    "walk",
+]
 
 
 def lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:

@@ -1,17 +1,26 @@
 """Model directories -> validated, loaded, warmed ONNX Runtime sessions behind batchers.
 
-Why here: the contract in docs/MODEL_FORMAT.md is enforced in one place. Every failure names the
-file and the problem (`mnist-cdcgan/generator.onnx: checksum mismatch ...`); a bad directory is
-logged and listed as failed and never takes the other models down.
+Why here: the service's side of the contract. What a model directory must hold is declared once
+in `modelformat` (the card, the network signatures, checksums); this module applies it to the
+files and adds what only a server knows: execution providers, sessions, warm-up, batchers. Every
+failure names the file and the problem (`mnist-cdcgan/generator.onnx: checksum mismatch ...`); a
+bad directory is logged and listed as failed and never takes the other models down.
+
+Lifecycle, one model at a time: `load` (blocking: read, check, open sessions, warm up) ->
+`Model.start` (its batchers, inside the event loop) -> served (`Registry.models`) ->
+`Model.close` (drain). `Registry.swap` replaces a served model atomically: the new one starts,
+takes the name, then the old one drains, so a rollout needs no restart and loses no request.
+Models are keyed by (name, version) so that Triton's versioned layout (`models/<name>/<version>/`)
+can join the flat one (`models/<name>/`, version "1").
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import contextlib
 import json
 import logging
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +29,18 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from modelformat import (
+    CARD_FILE,
+    ContractError,
+    ModelCard,
+    Signature,
+    check_signature,
+    read_card,
+    verify_files,
+)
+from modelformat import valid_name as valid_name  # re-exported: the routes check names with it
+from modelformat.signatures import IMAGE, NETWORKS, Y, Z
+
 from . import metrics
 from .batcher import Batcher
 from .errors import ModelLoadError, ModelNotFound, ModelUnavailable
@@ -27,69 +48,90 @@ from .settings import PREFERRED_DEFAULT_MODEL, Settings
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-KINDS = ("conditional", "unconditional")
-ROLES = ("generator", "discriminator", "classifier", "reference_stats", "samples")
-# role -> (input names, output names); `y` is added for conditional models.
-SIGNATURES = {
-    "generator": (["z"], ["image"]),
-    "discriminator": (["image"], ["logit"]),
-    "classifier": (["image"], ["logits", "features"]),
-}
+FLAT_VERSION = "1"  # the one version of a flat `models/<name>/` directory (Triton numbers from 1)
 
 
-def valid_name(name: str) -> bool:
-    """Model names are plain identifiers: no path separators, no '..', no leading dot."""
-    return bool(NAME_RE.match(name)) and ".." not in name
+@dataclass(frozen=True)
+class ModelKey:
+    name: str
+    version: str = FLAT_VERSION
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
 
 
 @dataclass
 class Model:
-    """A loaded model: its card, sessions (behind batchers) and reference statistics."""
+    """A loaded model: its card, signatures, sessions (behind batchers) and reference statistics."""
 
-    name: str
+    key: ModelKey
     path: Path
-    card: dict[str, Any]
+    model_card: ModelCard
+    card: dict[str, Any]  # model.json as loaded (GET /models/{name} shows it as it is on disk)
     provider: str
+    signatures: dict[str, Signature]  # per network role, as its ONNX session declares it
     generator: Batcher
     discriminator: Batcher | None = None
     classifier: Batcher | None = None
     reference: dict[str, np.ndarray] | None = None
 
     @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def version(self) -> str:
+        return self.key.version
+
+    @property
     def kind(self) -> str:
-        return self.card["kind"]
+        return self.model_card.kind
 
     @property
     def conditional(self) -> bool:
-        return self.card["kind"] == "conditional"
+        return self.model_card.conditional
 
     @property
     def latent_dim(self) -> int:
-        return self.card["latent_dim"]
+        return self.model_card.latent_dim
 
     @property
     def num_classes(self) -> int:
-        return self.card["num_classes"]
+        return self.model_card.num_classes
 
     @property
     def class_names(self) -> list[str]:
-        return self.card["class_names"]
+        return self.model_card.class_names
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.card["image_shape"])
+        return self.model_card.image_shape
 
     def batchers(self) -> list[Batcher]:
         return [b for b in (self.generator, self.discriminator, self.classifier) if b is not None]
+
+    @property
+    def started(self) -> bool:
+        return self.generator.started
+
+    def start(self) -> None:
+        """Start the batchers (inside the event loop); a started model is left as it is."""
+        for b in self.batchers():
+            if not b.started:
+                b.start()
+
+    async def close(self, drain_timeout_s: float) -> None:
+        """Refuse new work, let queued and running batches finish (all batchers at once), stop."""
+        await asyncio.gather(*(b.close(drain_timeout_s) for b in self.batchers()))
 
 
 @dataclass
 class Registry:
     settings: Settings
-    models: dict[str, Model] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)  # name -> the model served under it
+    failed: dict[str, str] = field(default_factory=dict)  # name -> why it did not load
     loaded: bool = False
+    _providers: list | None = field(default=None, repr=False)
 
     @property
     def default_name(self) -> str | None:
@@ -115,44 +157,93 @@ class Registry:
     def ready(self) -> bool:
         return self.loaded and bool(self.models) and not self.failed
 
-    # --- loading ------------------------------------------------------------------------------
+    # --- one model ------------------------------------------------------------------------------
 
-    def load_all(self) -> None:
-        """Discover and load every model directory (blocking; call from a thread)."""
+    @property
+    def providers(self) -> list:
+        if self._providers is None:
+            self._providers = choose_providers(self.settings.provider)
+            log.info(
+                "ONNX Runtime providers requested: %s",
+                [p if isinstance(p, str) else p[0] for p in self._providers],
+            )
+        return self._providers
+
+    def discover(self) -> list[tuple[ModelKey, Path]]:
+        """The model directories under `models_dir` (flat layout: one folder per model)."""
         root = Path(self.settings.models_dir)
         if not root.is_dir():
             log.warning("models directory %s does not exist: serving no models", root)
-        else:
-            providers = choose_providers(self.settings.provider)
-            log.info(
-                "ONNX Runtime providers requested: %s", [p if isinstance(p, str) else p[0] for p in providers]
-            )
-            for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-                try:
-                    model = load_model(path, self.settings, providers)
-                except ModelLoadError as exc:
-                    log.error("model %s not loaded: %s", path.name, exc)
-                    self.failed[path.name] = str(exc)
-                except Exception as exc:  # never let one directory take the others down
-                    log.exception("model %s not loaded", path.name)
-                    self.failed[path.name] = f"{path.name}: {type(exc).__name__}: {exc}"
-                else:
-                    self.models[model.name] = model
-                    metrics.MODEL_INFO.labels(model.name, model.provider, model.kind).set(1)
-                    log.info("model %s loaded (%s, %s)", model.name, model.kind, model.provider)
+            return []
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+        return [(ModelKey(p.name), p) for p in folders]
+
+    def load(self, key: ModelKey, path: Path) -> Model:
+        """Validate, load and warm one model directory (blocking; call from a thread). Serves
+        nothing yet: start it and `swap` it in, or let `load_all` serve it. Raises ModelLoadError."""
+        try:
+            return load_model(path, self.settings, self.providers, key)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # never let one directory take the others down
+            log.exception("model %s not loaded", key)
+            raise ModelLoadError(f"{path.name}: {type(exc).__name__}: {exc}") from exc
+
+    async def swap(self, model: Model, drain_timeout_s: float) -> Model | None:
+        """Serve `model` under its name: start it, swap it in, then drain the model it replaced
+        (its queued and running batches finish). Returns the replaced model (closed) or None.
+
+        A request that fetched the old model just before the swap and enqueues after its
+        batchers closed gets ShuttingDown (503, retryable)."""
+        model.start()
+        old = self.models.get(model.name)
+        self._serve(model)  # one dict assignment on the event loop: a request sees old or new
+        if old is not None and old is not model:
+            if (old.provider, old.kind) != (model.provider, model.kind):
+                with contextlib.suppress(KeyError):
+                    metrics.MODEL_INFO.remove(old.name, old.provider, old.kind)
+            await old.close(drain_timeout_s)
+            log.info("model %s replaced by %s (%s)", old.key, model.key, model.path)
+        return old
+
+    async def remove(self, name: str, drain_timeout_s: float) -> Model | None:
+        """Stop serving `name` and drain it; returns the model or None if none was served."""
+        model = self.models.pop(name, None)
+        if model is not None:
+            with contextlib.suppress(KeyError):
+                metrics.MODEL_INFO.remove(model.name, model.provider, model.kind)
+            await model.close(drain_timeout_s)
+        return model
+
+    def _serve(self, model: Model) -> None:
+        self.models[model.name] = model
+        self.failed.pop(model.name, None)
+        metrics.MODEL_INFO.labels(model.name, model.provider, model.kind).set(1)
+
+    # --- every model --------------------------------------------------------------------------
+
+    def load_all(self) -> None:
+        """Discover and load every model directory (blocking; call from a thread)."""
+        for key, path in self.discover():
+            try:
+                model = self.load(key, path)
+            except ModelLoadError as exc:
+                log.error("model %s not loaded: %s", key, exc)
+                self.failed[key.name] = str(exc)
+            else:
+                self._serve(model)
+                log.info("model %s loaded (%s, %s)", model.key, model.kind, model.provider)
         if self.settings.default_model and self.settings.default_model not in self.models:
             log.warning("default model %r is not loaded", self.settings.default_model)
         self.loaded = True
 
     def start(self) -> None:
-        for model in self.models.values():
-            for b in model.batchers():
-                b.start()
+        for model in list(self.models.values()):
+            model.start()
 
     async def close(self, drain_timeout_s: float) -> None:
-        for model in self.models.values():
-            for b in model.batchers():
-                await b.close(drain_timeout_s)
+        """Drain every served model at once (one `drain_timeout_s` for all)."""
+        await asyncio.gather(*(m.close(drain_timeout_s) for m in list(self.models.values())))
 
 
 def choose_providers(preference: str) -> list:
@@ -165,118 +256,12 @@ def choose_providers(preference: str) -> list:
     return ["CPUExecutionProvider"]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def read_card(path: Path) -> dict[str, Any]:
-    """Parse and check model.json; returns the card. Raises ModelLoadError naming the problem."""
-    where = f"{path.name}/model.json"
-    card_path = path / "model.json"
-    if not card_path.is_file():
-        raise ModelLoadError(f"{where}: missing")
+def _contract(fn, *args):
+    """Call a `modelformat` check; its ContractError becomes the service's ModelLoadError."""
     try:
-        card = json.loads(card_path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{where}: not valid JSON ({exc})") from exc
-    if not isinstance(card, dict):
-        raise ModelLoadError(f"{where}: must be a JSON object")
-
-    def need(key, typ, check=lambda v: True, what=""):
-        if key not in card:
-            raise ModelLoadError(f"{where}: missing field {key!r}")
-        v = card[key]
-        if not isinstance(v, typ) or isinstance(v, bool) or not check(v):
-            raise ModelLoadError(f"{where}: field {key!r} = {v!r} is invalid{what}")
-        return v
-
-    need("format_version", int, lambda v: v == 1, " (this service reads format_version 1)")
-    name = need("name", str)
-    if name != path.name:
-        raise ModelLoadError(f"{where}: name {name!r} does not match the directory name {path.name!r}")
-    if not valid_name(name):
-        raise ModelLoadError(f"{where}: name {name!r} is not a plain identifier")
-    kind = need("kind", str, lambda v: v in KINDS, f" (one of {KINDS})")
-    need("latent_dim", int, lambda v: 1 <= v <= 4096)
-    k = need("num_classes", int, lambda v: v >= 0)
-    names = need("class_names", list, lambda v: all(isinstance(x, str) for x in v))
-    shape = need("image_shape", list, lambda v: len(v) == 3 and all(isinstance(x, int) and x > 0 for x in v))
-    if shape[0] not in (1, 3):
-        raise ModelLoadError(f"{where}: image_shape {shape} must have 1 or 3 channels")
-    if kind == "conditional" and (k < 1 or len(names) != k):
-        raise ModelLoadError(
-            f"{where}: a conditional model needs num_classes >= 1 and len(class_names) == num_classes"
-        )
-    if kind == "unconditional" and k != 0:
-        raise ModelLoadError(f"{where}: an unconditional model must have num_classes 0")
-    files = need("files", dict)
-    for role, fname in files.items():
-        if role not in ROLES:
-            raise ModelLoadError(f"{where}: unknown role {role!r} in files")
-        if (
-            not isinstance(fname, str)
-            or "/" in fname
-            or "\\" in fname
-            or fname in ("", ".", "..")
-            or ".." in fname
-        ):
-            raise ModelLoadError(f"{where}: files.{role} = {fname!r} must be a plain file name")
-    if "generator" not in files:
-        raise ModelLoadError(f"{where}: files.generator is required")
-    checksums = need("checksums", dict)
-    for role, fname in files.items():
-        fpath = path / fname
-        if not fpath.is_file():
-            raise ModelLoadError(f"{path.name}/{fname}: missing (listed as files.{role})")
-        expected = checksums.get(fname)
-        if not isinstance(expected, str):
-            raise ModelLoadError(f"{where}: no checksum for {fname}")
-        actual = _sha256(fpath)
-        if actual.lower() != expected.lower():
-            raise ModelLoadError(
-                f"{path.name}/{fname}: checksum mismatch (model.json {expected}, file {actual})"
-            )
-    return card
-
-
-def _check_signature(sess: ort.InferenceSession, where: str, role: str, card: dict) -> None:
-    ins, outs = SIGNATURES[role]
-    ins = list(ins)
-    if card["kind"] == "conditional" and role in ("generator", "discriminator"):
-        ins.append("y")
-    got_in = {i.name: i for i in sess.get_inputs()}
-    got_out = {o.name: o for o in sess.get_outputs()}
-    if sorted(got_in) != sorted(ins):
-        raise ModelLoadError(f"{where}: inputs {sorted(got_in)}, the contract needs {sorted(ins)}")
-    missing = [o for o in outs if o not in got_out]
-    if missing:
-        raise ModelLoadError(f"{where}: outputs {sorted(got_out)} lack {missing}")
-    expected = {
-        "z": [card["latent_dim"]],
-        "y": [card["num_classes"]],
-        "image": list(card["image_shape"]),
-    }
-    for name, arg in got_in.items():
-        if arg.type != "tensor(float)":
-            raise ModelLoadError(f"{where}: input {name!r} is {arg.type}, the contract needs tensor(float)")
-        shape = list(arg.shape)
-        if len(shape) != 1 + len(expected[name]):
-            raise ModelLoadError(
-                f"{where}: input {name!r} has shape {shape}, expected [N, *{expected[name]}]"
-            )
-        if isinstance(shape[0], int) and shape[0] > 0:
-            raise ModelLoadError(
-                f"{where}: input {name!r} has a fixed batch size {shape[0]}; it must be dynamic"
-            )
-        for got, want in zip(shape[1:], expected[name], strict=True):
-            if isinstance(got, int) and got > 0 and got != want:
-                raise ModelLoadError(
-                    f"{where}: input {name!r} has shape {shape}, expected [N, *{expected[name]}]"
-                )
+        return fn(*args)
+    except ContractError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def _session(
@@ -359,17 +344,23 @@ def _runner(
     return run_padded
 
 
-def load_model(path: Path, settings: Settings, providers: list) -> Model:
-    """Validate, load and warm one model directory (raises ModelLoadError)."""
-    card = read_card(path)
-    name = card["name"]
-    files = card["files"]
-    sessions = {}
-    for role in ("generator", "discriminator", "classifier"):
+def load_model(path: Path, settings: Settings, providers: list, key: ModelKey | None = None) -> Model:
+    """Validate, load and warm one model directory (raises ModelLoadError).
+
+    `key`: the name (and version) the directory layout gives; the card must carry that name.
+    """
+    key = key or ModelKey(path.name)
+    card = _contract(read_card, path, key.name)
+    _contract(verify_files, path, card)
+    name, files = card.name, card.files
+    sessions, signatures = {}, {}
+    for role in NETWORKS:
         if role in files:
-            where = f"{name}/{files[role]}"
             sess = _session(path / files[role], settings, providers)
-            _check_signature(sess, where, role, card)
+            signatures[role] = Signature.of_session(sess)
+            problems = check_signature(card.signature(role), signatures[role])
+            if problems:
+                raise ModelLoadError(f"{name}/{files[role]}: " + "; ".join(problems))
             sessions[role] = sess
     provider = sessions["generator"].get_providers()[0]
     solo_threads = _solo_threads(settings, provider)
@@ -388,23 +379,24 @@ def load_model(path: Path, settings: Settings, providers: list) -> Model:
         inference_threads=settings.inference_threads,
         timeout_s=settings.request_timeout_s,
     )
-    outs = {role: SIGNATURES[role][1] for role in sessions}
     pad = settings.pad_batches == "on" or (settings.pad_batches == "auto" and provider.startswith("CUDA"))
     pad_to = settings.max_batch_size if pad else 0
     batchers = {
         role: Batcher(
             f"{name}:{role}" if role != "generator" else name,
-            _runner(sess, outs[role], pad_to, solo.get(role)),
+            _runner(sess, card.signature(role).output_names, pad_to, solo.get(role)),
             model=name if role == "generator" else f"{name}:{role}",
             **batch_kw,
         )
         for role, sess in sessions.items()
     }
     model = Model(
-        name=name,
+        key=key,
         path=path,
-        card=card,
+        model_card=card,
+        card=json.loads((path / CARD_FILE).read_text()),
         provider=provider,
+        signatures=signatures,
         generator=batchers["generator"],
         discriminator=batchers.get("discriminator"),
         classifier=batchers.get("classifier"),
@@ -433,40 +425,38 @@ def _read_reference(path: Path, where: str) -> dict[str, np.ndarray]:
 
 def _warm_up(model: Model, max_batch_size: int) -> None:
     """Run every session at batch 1 and at the largest batch once; check the output shapes."""
-    c = model.card
+    c = model.model_card
     for n in sorted({1, min(max_batch_size, 64)}):
-        z = np.zeros((n, c["latent_dim"]), np.float32)
-        feeds = {"z": z}
-        y = None
+        feeds = {Z: np.zeros((n, c.latent_dim), np.float32)}
+        y = {}
         if model.conditional:
-            y = np.zeros((n, c["num_classes"]), np.float32)
-            y[:, 0] = 1
-            feeds["y"] = y
-        where = f"{model.name}/{c['files']['generator']}"
+            y = {Y: np.zeros((n, c.num_classes), np.float32)}
+            y[Y][:, 0] = 1
+        where = f"{model.name}/{c.files['generator']}"
         try:
-            (image,) = model.generator.run_fn(feeds)[:1]
+            (image,) = model.generator.run_fn(feeds | y)[:1]
         except Exception as exc:
             raise ModelLoadError(f"{where}: warm-up run failed ({exc})") from exc
-        if list(image.shape) != [n, *c["image_shape"]]:
+        if list(image.shape) != [n, *c.image_shape]:
             raise ModelLoadError(
-                f"{where}: output image has shape {list(image.shape)}, expected {[n, *c['image_shape']]}"
+                f"{where}: output image has shape {list(image.shape)}, expected {[n, *c.image_shape]}"
             )
         if model.discriminator is not None:
-            logit = model.discriminator.run_fn({"image": image} | ({"y": y} if y is not None else {}))[0]
+            logit = model.discriminator.run_fn({IMAGE: image} | y)[0]
             if logit.shape != (n,):
                 raise ModelLoadError(
-                    f"{model.name}/{c['files']['discriminator']}: logit shape {logit.shape}, expected ({n},)"
+                    f"{model.name}/{c.files['discriminator']}: logit shape {logit.shape}, expected ({n},)"
                 )
         if model.classifier is not None:
-            logits, feats = model.classifier.run_fn({"image": image})
-            if logits.shape != (n, len(c["class_names"])):
+            logits, feats = model.classifier.run_fn({IMAGE: image})
+            if logits.shape != (n, len(c.class_names)):
                 raise ModelLoadError(
-                    f"{model.name}/{c['files']['classifier']}: logits shape {logits.shape}, "
-                    f"expected ({n}, {len(c['class_names'])})"
+                    f"{model.name}/{c.files['classifier']}: logits shape {logits.shape}, "
+                    f"expected ({n}, {len(c.class_names)})"
                 )
             if model.reference is not None and feats.shape[1] != model.reference["mu"].shape[0]:
                 raise ModelLoadError(
-                    f"{model.name}/{c['files']['reference_stats']}: "
+                    f"{model.name}/{c.files['reference_stats']}: "
                     f"{model.reference['mu'].shape[0]} features, "
                     f"the classifier gives {feats.shape[1]}"
                 )
