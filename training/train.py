@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from modelformat.latent import latents_for_seeds
 from training.data import Dataset, load_dataset, split
 from training.imaging import plot_losses, save_grid
 from training.losses import AUGMENTS, OBJECTIVES, diff_augment, get_objective, gradient_penalty, r1_penalty
@@ -126,10 +127,8 @@ class TrainConfig:
 
 
 def fixed_latents(seeds, latent_dim: int) -> torch.Tensor:
-    """The project's latent rule (docs/MODEL_FORMAT.md): z = default_rng(seed).standard_normal(nz)."""
-    return torch.from_numpy(
-        np.stack([np.random.default_rng(s).standard_normal(latent_dim).astype(np.float32) for s in seeds])
-    )
+    """The contract's per-seed latent rule (modelformat.latent), as a tensor for the sample grids."""
+    return torch.from_numpy(latents_for_seeds(list(seeds), latent_dim)[0])
 
 
 def sample_grid_inputs(gan: GANConfig, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
