@@ -13,7 +13,7 @@ from test_training_data import write_idx
 from torch import nn
 
 from training.export import export_discriminator
-from training.losses import OBJECTIVES, get_objective, gradient_penalty
+from training.losses import OBJECTIVES, diff_augment, get_objective, gradient_penalty, r1_penalty
 from training.models import Discriminator, GANConfig, MinibatchStddev
 from training.train import TrainConfig, Trainer, fake_dataset
 
@@ -46,6 +46,40 @@ def test_gradient_penalty_of_a_linear_critic_is_known():
     x = torch.zeros(4, 1, 2, 2)
     gp = gradient_penalty(Linear(), x, x + 1, None, torch.Generator().manual_seed(0))
     assert gp.item() == pytest.approx((2 * 2 - 1) ** 2)
+
+
+def test_r1_penalty_of_a_linear_critic_is_known():
+    x = torch.zeros(3, 1, 2, 2, requires_grad=True)
+    logit = (x * 3.0).flatten(1).sum(1)  # gradient 3 at each of 4 pixels: squared norm 36
+    assert r1_penalty(logit, x).item() == pytest.approx(36.0)
+
+
+def test_r1_and_ttur_change_the_discriminator_step_only_as_asked(tmp_path):
+    base = trainer_for(tmp_path)
+    r1 = trainer_for(tmp_path, r1_weight=10.0)
+    assert r1.opt_d.param_groups[0]["lr"] == base.opt_d.param_groups[0]["lr"] == 2e-4
+    assert trainer_for(tmp_path, lr_d=4e-4).opt_d.param_groups[0]["lr"] == 4e-4
+    rows = [t.train_step(t.data.images[:8], t.data.labels[:8]) for t in (base, r1)]
+    assert rows[1][0] > rows[0][0]  # same weights and batch: the penalty adds to D's loss
+    assert np.isfinite(rows[1][:2]).all()
+
+
+def test_diff_augment_moves_and_blanks_whole_images_and_is_differentiable():
+    x = -torch.ones(16, 1, 28, 28)
+    x[:, :, 12:16, 12:16] = 1.0  # a 4x4 white square in the middle
+    gen = torch.Generator().manual_seed(0)
+    moved = diff_augment(x, ("translation",), gen)
+    assert ((moved > 0).sum(dim=(1, 2, 3)) == 16).all()  # +-4 px keeps the square inside
+    assert not torch.equal(moved, x) and set(moved.unique().tolist()) == {-1.0, 1.0}
+    cut = diff_augment(x, ("cutout",), gen)
+    assert (cut <= x).all() and ((cut == -1).sum(dim=(1, 2, 3)) >= 784 - 16).all()
+    y = x.clone().requires_grad_(True)
+    diff_augment(y, ("translation", "cutout"), gen).sum().backward()
+    assert y.grad is not None and y.grad.sum() > 0
+    t = trainer_for(None, augment="translation,cutout")
+    assert np.isfinite(t.train_step(t.data.images[:8], t.data.labels[:8])[:2]).all()
+    with pytest.raises(ValueError, match="unknown augment"):
+        TrainConfig(augment="flip")
 
 
 def test_hinge_and_label_smoothing_known_values():

@@ -238,7 +238,9 @@ def run_study(
 
 def _mean_std(values) -> str:
     v = np.asarray([x for x in values if x is not None], dtype=float)
-    return "n/a" if len(v) == 0 else f"{v.mean():.3g} +- {v.std():.2g}"
+    if len(v) < 2:
+        return f"{v[0]:.3g}" if len(v) else "n/a"
+    return f"{v.mean():.3g} +- {v.std():.2g}"
 
 
 def write_report(study: dict, out: Path, docs: Path) -> tuple[str, str]:
@@ -246,19 +248,26 @@ def write_report(study: dict, out: Path, docs: Path) -> tuple[str, str]:
     runs = study["runs"]
     names = list(dict.fromkeys(r["variant"] for r in runs))
     lines = [
-        "| variant | what | FID (lower better) | IS | label accuracy | diversity fake/real "
-        "| diverged / collapsed | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | what | FID (lower better) | IS | label accuracy | diversity fake/real (min class) "
+        "| class share min-max | diverged / collapsed | steps (steps/s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in names:
         rs = [r for r in runs if r["variant"] == name]
         ok = [r for r in rs if r["finite"]]
         cells = [name, VARIANTS[name][0]]
-        cells += [_mean_std(r[key] for r in ok) for key in ("fid", "is", "label_accuracy", "diversity")]
+        cells += [_mean_std(r[key] for r in ok) for key in ("fid", "is", "label_accuracy")]
+        cells.append(
+            f"{_mean_std(r['diversity'] for r in ok)} ({_mean_std(r.get('diversity_min') for r in ok)})"
+        )
+        shares = [_mean_std(r.get(f"class_share_{end}") for r in ok) for end in ("min", "max")]
+        cells.append(" - ".join(shares))
         cells.append(
             f"{sum(not r['finite'] for r in rs)} / {sum(r.get('collapsed', False) for r in ok)} of {len(rs)}"
         )
-        cells.append(_mean_std(r["train_seconds"] for r in rs))
+        cells.append(
+            f"{_mean_std(r.get('steps') for r in rs)} ({_mean_std(r.get('steps_per_s') for r in rs)})"
+        )
         lines.append("| " + " | ".join(cells) + " |")
     ref = next((r for r in runs if r["finite"]), None)
     baseline = (
@@ -270,9 +279,8 @@ def write_report(study: dict, out: Path, docs: Path) -> tuple[str, str]:
     _grid_sheet(names, out, docs / "samples.png")
     _loss_sheet(names, out, docs / "losses.png")
     (docs / "results.json").write_text(json.dumps(study, indent=2))
-    budget = (
-        f"Budget: {study['epochs']} epochs per run, {study['seeds']} seeds, {study['samples']} samples each."
-    )
+    per_run = f"{study['minutes']:g} minutes" if study.get("minutes") else f"{study['epochs']} epochs"
+    budget = f"Budget: {per_run} per run, {study['seeds']} seeds, {study['samples']} samples each."
     (docs / "results.md").write_text("\n".join(lines) + f"\n\n{baseline}\n\n{budget}\n")
     return "\n".join(lines), baseline
 
