@@ -5,19 +5,19 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint install-serve install-dev clean soak audit bench bench-quick
+.PHONY: serve test lint install-serve install-dev dist clean soak audit bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Serving needs no torch: FastAPI + ONNX Runtime (CPU build) only.
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.serve-installed: pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[serve,cpu]"
 	touch $@
 
 # Everything the test suite needs on a CPU machine (torch is pinned to the CPU build in pyproject).
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.dev-installed: pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.serve-installed
 
@@ -31,8 +31,16 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The whole suite, tests/test_wheel.py included: it builds the sdist and the wheel, installs the wheel
+# into a fresh virtualenv (pip fetches its dependencies) and serves from it.
 test: lint
 	$(BIN)/python -m pytest
+
+# What ships: dist/ganserve-<version>.tar.gz and the wheel (default models inside), checked by twine.
+dist: install-dev
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 # Benchmarks (not part of the test suite): ~15 min, writes docs/BENCHMARKS.md and docs/bench/.
 bench: install-dev
@@ -52,4 +60,4 @@ audit: install-dev
 	$(BIN)/pip-audit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
