@@ -9,6 +9,7 @@ loadable model stops the process here, before it binds a port (exit status 1), u
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ def models_problem(settings: Settings) -> str | None:
         registry.load_all()
     finally:
         quiet.setLevel(level)
+    asyncio.run(registry.close(0.0))  # never started: frees the sessions' thread pools at once
     if registry.models:
         return None
     if registry.failed:
