@@ -1,29 +1,31 @@
 """The app factory and lifespan: load the models on start, drain the queues on stop.
 
 Why a factory: tests and uvicorn workers each build their own app from a `Settings`; models load
-in the lifespan (in a thread), never at import. The ASGI middleware here is the only per-request
-wrapper: request metrics, the upload-size guard (413 before the body is read whole), the
-503 for new work while draining, and request IDs (`X-Request-ID` on every response, `request_id` in
-every JSON error body, logged with every error). API keys and CORS: `service.auth`, both off
-unless configured.
+in the lifespan (in a thread), never at import. This module only wires: the routes
+(`service.routes`), the error handlers (`service.plumbing`), the web page, and the middleware.
+The ASGI middleware here is the only per-request wrapper: request metrics, admission (503 for new
+work over `max_inflight_requests` or while draining, counted in `ganserve_rejected_total`), the
+upload-size guard (413 before the body is read whole), and request IDs (`X-Request-ID` on every
+response and logged with every error; error bodies carry it from `plumbing.error_body`). API
+keys and CORS: `service.auth`, both off unless configured.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from . import metrics
-from .api import add_body_schemas, install_error_handlers, router
+from . import __version__, metrics
 from .auth import REQUEST_ID_HEADER, ApiKeyMiddleware, request_id
+from .errors import InternalError, Overloaded, PayloadTooLarge, ServiceError, ShuttingDown
+from .plumbing import error_response, install_error_handlers
 from .registry import Registry
+from .routes import generate, models, score
 from .settings import Settings
 from .web import PAGE_PATHS, install_page
 
@@ -31,12 +33,30 @@ log = logging.getLogger("service")
 
 
 class ServiceMiddleware:
-    """Pure ASGI (cheaper than BaseHTTPMiddleware): metrics, body-size guard, draining."""
+    """Pure ASGI (cheaper than BaseHTTPMiddleware): request IDs, metrics, admission, body-size guard."""
 
     def __init__(self, app, fastapi_app: FastAPI):
         self.app = app
         self.fastapi_app = fastapi_app
         self.inflight = 0  # POST requests between this middleware and their reply (this process)
+
+    def _refusal(self, state, settings: Settings) -> ServiceError | None:
+        """Why a POST is not admitted now (counted by reason), or None to admit it.
+
+        Admission before any parsing: when HTTP handling, not inference, is the bottleneck
+        (single-image requests), the batcher's row bound never fills and requests would wait
+        unboundedly in the event loop (docs/BENCHMARKS.md). A full queue is refused later, by the
+        batcher, with the same body."""
+        cap = settings.max_inflight_requests
+        if getattr(state, "draining", False):
+            reason, error = "shutting_down", ShuttingDown("the service is shutting down")
+        elif cap and self.inflight >= cap:
+            detail = f"{self.inflight} requests in progress (limit {cap}); retry later"
+            reason, error = "inflight", Overloaded(detail, limit=cap)
+        else:
+            return None
+        metrics.ADMISSION_REJECTED[reason].inc()
+        return error
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -50,7 +70,6 @@ class ServiceMiddleware:
         rid = request_id(scope)
         counted = False
         started = False
-        held: list[dict] = []  # a JSON error response, held to add `request_id` to its body
 
         async def send_wrapper(message):
             nonlocal status, started
@@ -71,51 +90,23 @@ class ServiceMiddleware:
                         scope.get("path"),
                         status,
                     )
-                    ctype = dict((k.lower(), v) for k, v in message["headers"]).get(b"content-type", b"")
-                    if ctype.startswith(b"application/json"):
-                        held.append(message)
-                        return
-            elif held and message["type"] == "http.response.body":
-                held.append(message)
-                if message.get("more_body"):
-                    return
-                return await send_json_error(send, held, rid)
             await send(message)
 
+        def reply(error: ServiceError):
+            return error_response(error, rid, settings.retry_after_s)(scope, receive, send_wrapper)
+
         try:
-            if method == "POST" and getattr(state, "draining", False):
-                status = 503
-                return await _reply(
-                    send, 503, "shutting_down", "the service is shutting down", settings, rid=rid
-                )
             if method == "POST":
-                # Admission before any parsing: when HTTP handling, not inference, is the
-                # bottleneck (single-image requests), the batcher's row bound never fills and
-                # requests would wait unboundedly in the event loop (docs/BENCHMARKS.md).
-                cap = settings.max_inflight_requests
-                if cap and self.inflight >= cap:  # the cheapest reply there is: sent as is
+                refusal = self._refusal(state, settings)
+                if refusal is not None:  # the cheapest reply there is: straight to the server
                     status = 503
-                    return await _reply(
-                        send,
-                        503,
-                        "overloaded",
-                        f"{self.inflight} requests in progress (limit {cap}); retry later",
-                        settings,
-                        cap,
-                        rid=rid,
-                    )
+                    return await error_response(refusal, rid, settings.retry_after_s)(scope, receive, send)
                 self.inflight += 1
                 counted = True
             length = _content_length(scope)
             if length is not None and length > limit:
-                return await _reply(
-                    send_wrapper,
-                    413,
-                    "payload_too_large",
-                    f"body: {length} bytes exceeds the limit of {limit} bytes",
-                    settings,
-                    limit,
-                )
+                detail = f"body: {length} bytes exceeds the limit of {limit} bytes"
+                return await reply(PayloadTooLarge(detail, field="body", limit=limit))
             received = 0
 
             async def receive_limited():
@@ -124,7 +115,8 @@ class ServiceMiddleware:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise HTTPException(413, f"body: more than the limit of {limit} bytes")
+                        detail = f"body: more than the limit of {limit} bytes"
+                        raise PayloadTooLarge(detail, field="body", limit=limit)
                 return message
 
             await self.app(scope, receive_limited if method == "POST" else receive, send_wrapper)
@@ -132,7 +124,7 @@ class ServiceMiddleware:
             log.exception("request %s: %s %s failed", rid, method, scope.get("path"))
             if started:  # nothing more can be sent
                 raise
-            await _reply(send_wrapper, 500, "internal_error", f"internal error (request {rid})", settings)
+            await reply(InternalError(f"internal error (request {rid})"))
         finally:
             if counted:
                 self.inflight -= 1
@@ -140,22 +132,6 @@ class ServiceMiddleware:
             endpoint = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(endpoint, method, str(status)).inc()
             metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - t0)
-
-
-async def send_json_error(send, held: list[dict], rid: str) -> None:
-    """Send a held JSON error response with `request_id` added to its body."""
-    start, raw = held[0], b"".join(m.get("body", b"") for m in held[1:])
-    try:
-        data = json.loads(raw)
-        if isinstance(data, dict) and "error" in data:  # error bodies only (not /readyz)
-            data["request_id"] = rid
-            raw = json.dumps(data).encode()
-    except ValueError:
-        pass
-    start["headers"] = [h for h in start["headers"] if h[0].lower() != b"content-length"]
-    start["headers"].append((b"content-length", str(len(raw)).encode()))
-    await send(start)
-    await send({"type": "http.response.body", "body": raw})
 
 
 def _content_length(scope) -> int | None:
@@ -166,22 +142,6 @@ def _content_length(scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _reply(send, status, code, detail, settings: Settings, limit=None, rid: str | None = None):
-    """An error reply made here. With `rid`, it is complete (request ID in header and body) and
-    goes straight to the server's `send`, skipping the wrapper that would parse it again."""
-    error = {"error": code, "detail": detail, "field": "body" if status == 413 else None, "limit": limit}
-    if rid is not None:
-        error["request_id"] = rid
-    body = json.dumps(error)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if rid is not None:
-        headers.append((REQUEST_ID_HEADER, rid.encode()))
-    if status == 503:
-        headers.append((b"retry-after", str(settings.retry_after_s).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body.encode()})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -211,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="ganserve",
-        version="0.1.0",
+        version=__version__,
         summary="GAN generators served with ONNX Runtime and dynamic batching",
         lifespan=lifespan,
     )
@@ -219,7 +179,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = Registry(settings)  # empty until the lifespan loads the models
     app.state.draining = False
     install_error_handlers(app)
-    app.include_router(router)
+    for routes in (generate, score, models):
+        app.include_router(routes.router)
     install_page(app)
     app.add_middleware(
         ApiKeyMiddleware, keys=settings.api_key_list, open_paths=settings.open_path_set | PAGE_PATHS
@@ -233,12 +194,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After", "X-Seed"],
         )
     app.add_middleware(ServiceMiddleware, fastapi_app=app)
-    default_openapi = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            add_body_schemas(default_openapi())
-        return app.openapi_schema
-
-    app.openapi = openapi
     return app

@@ -9,14 +9,13 @@ and routes other modules add later, and answers before any body is read.
   Paths in `GANSERVE_OPEN_PATHS` (default /healthz, /readyz, /metrics) and CORS preflights are
   served without a key. Anything else gets 401 with `WWW-Authenticate: Bearer`.
 - Request IDs: `request_id(scope)` returns the client's `X-Request-ID` when it is sane (1-128
-  characters of [A-Za-z0-9._:-]), else a fresh uuid4 hex; `service.app` stores it in the scope,
-  sends it back as a header and adds it to every JSON error body as `request_id`.
+  characters of [A-Za-z0-9._:-]), else a fresh uuid4 hex, stored in the scope; `service.app`
+  sends it back as a header and `service.plumbing.error_body` writes it into every error body.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import uuid
 
@@ -83,7 +82,9 @@ class ApiKeyMiddleware:
         detail = (
             "invalid API key" if presented else "an API key is required (Authorization: Bearer or X-API-Key)"
         )
-        body = json.dumps({"error": "unauthorized", "detail": detail, "field": None, "limit": None}).encode()
+        from .plumbing import error_body  # imported here: plumbing imports `request_id` from this module
+
+        body = error_body("unauthorized", detail, request_id(scope))
         await send(
             {
                 "type": "http.response.start",

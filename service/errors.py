@@ -1,18 +1,19 @@
 """Domain errors of the service, free of HTTP.
 
 Why one module: handlers, the batcher and the registry raise these; exactly one place
-(`service.api.error_response`) turns them into HTTP status codes and bodies.
+(`service.plumbing.STATUS`, used by `error_response`) turns them into HTTP status codes and bodies.
 
     ServiceError
     ├── InvalidInput          (422: bad value or a limit exceeded; names `field` and `limit`)
     ├── PayloadTooLarge       (413: body over the upload limit)
     ├── ModelNotFound         (404)
     ├── ModelUnavailable      (503: the model exists but failed to load)
-    ├── Overloaded            (503 + Retry-After: the queue is full)
+    ├── Overloaded            (503 + Retry-After: the queue is full, or too many requests in flight)
     ├── ShuttingDown          (503 + Retry-After: draining)
     ├── DeadlineExceeded      (504: expired while queued, never run)
     ├── ClientGone            (499: the client disconnected before its request ran)
-    └── InferenceFailed       (500: the model raised; only that batch fails)
+    ├── InferenceFailed       (500: the model raised; only that batch fails)
+    └── InternalError         (500: an unexpected exception; the detail names only the request ID)
     ModelLoadError            (not an HTTP error: a model directory that breaks the contract)
 """
 
@@ -63,6 +64,10 @@ class ClientGone(ServiceError):
 
 class InferenceFailed(ServiceError):
     code = "inference_failed"
+
+
+class InternalError(ServiceError):
+    code = "internal_error"
 
 
 class ModelLoadError(Exception):

@@ -2,8 +2,9 @@
 
 Why one module: a Grafana dashboard is written against these exact names; every other module
 imports the objects from here. Stages of a request each have their own metric: admission
-(`rejected_total`), queue (`queue_depth`, `queue_seconds`), inference (`batch_size`,
-`inference_seconds`), HTTP (`requests_total`, `request_seconds`).
+(`rejected_total`: the in-flight bound and draining in the middleware, a full queue in the
+batcher), queue (`queue_depth`, `queue_seconds`), inference (`batch_size`, `inference_seconds`),
+HTTP (`requests_total`, `request_seconds`).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ INFERENCE_SECONDS = Histogram(
 )
 REJECTED = Counter(
     "ganserve_rejected_total",
-    "Requests rejected or dropped: overloaded, deadline, cancelled",
+    "Requests rejected or dropped, by reason: in a model's batcher overloaded (queue full), deadline, "
+    'cancelled; at admission, before a body names a model (model=""), inflight and shutting_down',
     ["model", "reason"],
 )
+# Admission (service.app's middleware) answers before any body is read: no model to name.
+ADMISSION_REJECTED = {reason: REJECTED.labels("", reason) for reason in ("inflight", "shutting_down")}
 MODEL_INFO = Gauge("ganserve_model_info", "Loaded models (value 1)", ["model", "provider", "kind"])
 
 

@@ -206,12 +206,14 @@ class ModelInfo(_Response):
 
 
 class ModelList(_Response):
+    version: str | None = Field(None, description="the service's version (ganserve)")
     default: str | None
     models: list[ModelInfo]
 
 
 class Health(_Response):
     status: str
+    version: str | None = Field(None, description="the service's version (ganserve)")
 
 
 class Readiness(_Response):

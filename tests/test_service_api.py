@@ -14,6 +14,7 @@ from modelkit import make_model_dir, reference_images
 from PIL import Image
 from prometheus_client import REGISTRY
 
+from service import __version__
 from service.imaging import to_uint8
 
 
@@ -334,7 +335,8 @@ def test_models_health_and_docs(client):
     # "/models/.." is normalised to "/" (the web page) by the client; send the dots escaped
     assert client.get("/models/%2E%2E").status_code in (404, 422)
     assert client.get("/models/%2Fetc%2Fpasswd").status_code in (404, 422)
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "version": __version__}
+    assert models["version"] == __version__
     assert client.get("/readyz").json() == {
         "ready": True,
         "models": {"tiny-cgan": "ready", "tiny-gan": "ready"},
@@ -373,7 +375,7 @@ def test_no_models_starts_and_is_not_ready(tmp_path, make_settings):
     with TestClient(create_app(make_settings(models_dir=tmp_path / "missing", default_model=None))) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 503
-        assert c.get("/models").json() == {"default": None, "models": []}
+        assert c.get("/models").json() == {"version": __version__, "default": None, "models": []}
         assert_error(c.post("/generate", json={}), 404, "model")
 
 

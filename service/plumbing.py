@@ -1,0 +1,224 @@
+"""Request plumbing shared by every route: parse, run through a batcher, and the one error path.
+
+Why one module: a route should read as its domain logic only. Here live the only translation
+from domain errors (`service.errors`) to HTTP statuses (`STATUS`), the only error body
+(`error_body`, with the request ID written when the body is made, so nothing downstream re-parses
+it), the exception handlers, and the OpenAPI helpers a route uses to declare its own body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+
+from .auth import request_id
+from .batcher import Batcher, PostFn
+from .errors import (
+    ClientGone,
+    DeadlineExceeded,
+    InferenceFailed,
+    InternalError,
+    InvalidInput,
+    ModelNotFound,
+    ModelUnavailable,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    ShuttingDown,
+)
+from .registry import Model, Registry, valid_name
+from .schemas import ErrorBody
+from .settings import Settings
+
+# --- the one translation point: domain error -> HTTP status ----------------------------------
+
+STATUS: dict[type[ServiceError], int] = {
+    InvalidInput: 422,
+    PayloadTooLarge: 413,
+    ModelNotFound: 404,
+    ModelUnavailable: 503,
+    Overloaded: 503,
+    ShuttingDown: 503,
+    DeadlineExceeded: 504,
+    ClientGone: 499,
+    InferenceFailed: 500,
+    InternalError: 500,
+}
+RETRY_AFTER = (Overloaded, ShuttingDown, ModelUnavailable)
+# Starlette's own errors (unknown path, wrong method, multipart limits) by status
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_body(
+    code: str, detail: str, rid: str, *, field: str | None = None, limit: int | float | None = None
+) -> bytes:
+    """The JSON body of every error reply (`schemas.ErrorBody`), request ID included."""
+    body = {"error": code, "detail": detail, "field": field, "limit": limit, "request_id": rid}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def error_reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(exc: ServiceError, rid: str, retry_after_s: int) -> Response:
+    """A domain error as its HTTP reply: complete, request ID in body and header, so the
+    middleware may send it (it is an ASGI app) straight to the server."""
+    status = next((s for t, s in STATUS.items() if isinstance(exc, t)), 500)
+    headers = {"X-Request-ID": rid}
+    if isinstance(exc, RETRY_AFTER):
+        headers["Retry-After"] = str(retry_after_s)
+    body = error_body(exc.code, exc.detail, rid, field=exc.field, limit=exc.limit)
+    return error_reply(status, body, headers)
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none"}
+
+
+def _loc(loc) -> str:
+    """('body', 'keyframes', 1, 'latent') -> 'keyframes[1].latent' (union member tags dropped)."""
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path")
+        and not (isinstance(p, str) and (set(p) & set("[]-(") or p in _TYPE_TAGS))
+    ]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def validation_response(errors: list[dict], rid: str) -> Response:
+    """pydantic/FastAPI validation errors -> 422 with the first offending field named."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = _loc(first.get("loc", ()))
+    detail = "; ".join(f"{_loc(e.get('loc', ()))}: {e.get('msg')}" for e in errors[:5])
+    limit = (first.get("ctx") or {}).get("le") or (first.get("ctx") or {}).get("max_length")
+    limit = limit if isinstance(limit, int | float) and not isinstance(limit, bool) else None
+    return error_reply(422, error_body("invalid_input", detail, rid, field=field, limit=limit))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    retry = app.state.settings.retry_after_s
+
+    async def on_service_error(request: Request, exc: ServiceError):
+        return error_response(exc, request_id(request.scope), retry)
+
+    async def on_validation(request: Request, exc: RequestValidationError):
+        return validation_response(list(exc.errors()), request_id(request.scope))
+
+    async def on_http(request: Request, exc: HTTPException):
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        body = error_body(code, str(exc.detail), request_id(request.scope))
+        return error_reply(exc.status_code, body, getattr(exc, "headers", None))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+
+
+# --- OpenAPI: each route declares its own body and error replies -------------------------------
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody, "description": d}
+    for s, d in {
+        404: "unknown model",
+        413: "body over the upload limit",
+        422: "invalid input or a limit exceeded",
+        503: "overloaded, shutting down or model unavailable (Retry-After)",
+        504: "deadline passed while queued",
+    }.items()
+}
+
+
+def _inline(node, defs: dict):
+    """Replace `#/$defs/...` references by their definitions (an operation has no `$defs`)."""
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        return _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs) | _inline(rest, defs)
+    return {k: _inline(v, defs) for k, v in node.items()}
+
+
+def schema_of(model: type[BaseModel]) -> dict:
+    """A pydantic model's JSON schema, self-contained (nested models inlined)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+    return _inline(schema, defs)
+
+
+def request_body(model: type[BaseModel], other: dict[str, dict] | None = None) -> dict:
+    """`openapi_extra` for a route that parses its body itself (see `parse`): the model's schema
+    as `application/json`, plus `other` media types (media type -> schema)."""
+    content = {"application/json": {"schema": schema_of(model)}}
+    content |= {media: {"schema": schema} for media, schema in (other or {}).items()}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+# --- parse, look up, run ------------------------------------------------------------------------
+
+
+async def parse(request: Request, model: type[BaseModel]):
+    """Raw bytes -> pydantic in one step (`model_validate_json`): cheaper than FastAPI's body
+    handling (json.loads, then validation, then dependency solving) on the hot path. Strict: a
+    string or a boolean where the schema says integer is a 422, not silently coerced (fuzzing)."""
+    try:
+        return model.model_validate_json(await request.body(), strict=True)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def state(request: Request) -> tuple[Registry, Settings]:
+    st = request.app.state
+    return st.registry, st.settings
+
+
+def find_model(registry: Registry, name: str | None) -> Model:
+    """The named model (or the default); a path-like name is a 422, never a file lookup."""
+    if name is not None and not valid_name(name):
+        raise InvalidInput(f"model: {name!r} is not a valid model name", field="model")
+    return registry.get(name)
+
+
+def check_label_range(k: int, labels, field: str) -> None:
+    for i, lab in enumerate(labels):
+        if lab >= k:
+            raise InvalidInput(
+                f"{field}[{i}]: label {lab} is out of range 0..{k - 1}", field=field, limit=k - 1
+            )
+
+
+async def _watch_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_batched(
+    request: Request, batcher: Batcher, feeds: dict[str, np.ndarray], post: PostFn | None = None
+) -> list:
+    """Queue `feeds` and await the rows; if the client goes away first, drop the request."""
+    entry = batcher.enqueue(feeds, post)
+    watcher = asyncio.ensure_future(_watch_disconnect(request.receive))
+    watcher.add_done_callback(lambda w: w.cancelled() or w.exception() or entry.future.cancel())
+    try:
+        return await entry.future
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ClientGone("client disconnected before the request ran") from None
+        raise
+    finally:
+        watcher.cancel()

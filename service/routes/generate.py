@@ -1,0 +1,240 @@
+"""POST /generate, /interpolate, /arithmetic: images from seeds and latents, one generator call each.
+
+Each handler checks its request against the settings' limits and the model, builds the latents
+(`service.latent`), runs them through the generator's batcher in the negotiated format and
+renders the reply. Every image comes back with what made it (seed, label, latent on request),
+so it can be re-made or used as a keyframe.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from .. import latent, metrics
+from ..errors import InvalidInput, limit_error
+from ..formats import Reply, negotiate
+from ..plumbing import ERRORS, check_label_range, find_model, parse, request_body, run_batched, state
+from ..registry import Model
+from ..schemas import (
+    MAX_SEED,
+    ArithmeticRequest,
+    ArithmeticResponse,
+    GenerateRequest,
+    GenerateResponse,
+    InterpolateRequest,
+    InterpolateResponse,
+)
+from ..settings import Settings
+
+router = APIRouter(tags=["generate"], responses=ERRORS)
+
+
+# --- checks and inputs ------------------------------------------------------------------------
+
+
+def _check_labels(model: Model, labels, n: int, field: str = "labels") -> list[int] | None:
+    if labels is None:
+        return None
+    if not model.conditional:
+        raise InvalidInput(f"{field}: model {model.name!r} is unconditional and takes no labels", field=field)
+    labels = [labels] * n if isinstance(labels, int) else list(labels)
+    if len(labels) != n:
+        raise InvalidInput(
+            f"{field}: {len(labels)} labels for {n} images (give one, or one per image)", field=field
+        )
+    check_label_range(model.num_classes, labels, field)
+    return labels
+
+
+def _check_latent(model: Model, z, field: str) -> np.ndarray:
+    if len(z) != model.latent_dim:
+        raise InvalidInput(
+            f"{field}: length {len(z)}, the model's latent_dim is {model.latent_dim}",
+            field=field,
+            limit=model.latent_dim,
+        )
+    return np.asarray(z, np.float32)
+
+
+def _feeds(model: Model, z: np.ndarray, y: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {"z": z, "y": y} if model.conditional else {"z": z}
+
+
+def _random_seed(room: int = 0) -> int:
+    return secrets.randbelow(MAX_SEED - room)
+
+
+def _seeds(body: GenerateRequest, st: Settings) -> tuple[list[int] | range, int | None]:
+    """The seed of each image, and the base seed when they were not given one by one."""
+    if body.seeds is not None:
+        if len(body.seeds) > st.max_images:
+            raise limit_error("seeds", st.max_images, len(body.seeds), "seeds")
+        return body.seeds, None
+    n = body.n or (len(body.labels) if isinstance(body.labels, list) else 1)
+    if n > st.max_images:
+        raise limit_error("n", st.max_images, n, "images")
+    base = body.seed if body.seed is not None else _random_seed(st.max_images)
+    if base + n - 1 > MAX_SEED:
+        raise InvalidInput(f"seed: seed + n - 1 must stay below 2**63 (seed {base}, n {n})", field="seed")
+    return range(base, base + n), base
+
+
+def _keyframes(model: Model, body: InterpolateRequest, st: Settings) -> tuple[np.ndarray, list[int]]:
+    """The keyframes' latents [K, d] and (conditional models) labels, checked against the limits."""
+    kf = body.keyframes
+    if len(kf) > st.max_keyframes:
+        raise limit_error("keyframes", st.max_keyframes, len(kf), "keyframes")
+    if body.steps > st.max_steps:
+        raise limit_error("steps", st.max_steps, body.steps, "steps")
+    frames = (len(kf) - 1) * body.steps + 1
+    if frames > st.max_images:
+        raise InvalidInput(
+            f"steps: {len(kf) - 1} segments x {body.steps} steps + 1 = {frames} frames exceeds the limit of "
+            f"{st.max_images} images",
+            field="steps",
+            limit=st.max_images,
+        )
+    points, labels = [], []
+    for i, f in enumerate(kf):
+        if f.seed is not None:
+            z, drawn = latent.seeded(f.seed, model.latent_dim, model.num_classes, body.truncation)
+        else:
+            z, drawn = _check_latent(model, f.latent, f"keyframes[{i}].latent"), None
+        if model.conditional:
+            label = f.label if f.label is not None else drawn
+            if label is None:
+                raise InvalidInput(
+                    f"keyframes[{i}].label: required for a latent keyframe of a conditional model",
+                    field=f"keyframes[{i}].label",
+                )
+            check_label_range(model.num_classes, [label], f"keyframes[{i}].label")
+            labels.append(label)
+        elif f.label is not None:
+            raise InvalidInput(
+                f"keyframes[{i}].label: model {model.name!r} is unconditional", field=f"keyframes[{i}].label"
+            )
+        points.append(z)
+    return np.stack(points), labels
+
+
+def _combination(model: Model, body: ArithmeticRequest, st: Settings) -> tuple[np.ndarray, int | None]:
+    """sum_i weight_i * mean(latents of term i), and the output label (conditional models)."""
+    if len(body.terms) > st.max_terms:
+        raise limit_error("terms", st.max_terms, len(body.terms), "terms")
+    if body.neighbors + 1 > st.max_images:
+        raise limit_error("neighbors", st.max_images - 1, body.neighbors, "neighbours")
+    groups, weights, first_label = [], [], None
+    for i, term in enumerate(body.terms):
+        src = term.seeds if term.seeds is not None else term.latents
+        name = "seeds" if term.seeds is not None else "latents"
+        if len(src) > st.max_group_size:
+            raise limit_error(f"terms[{i}].{name}", st.max_group_size, len(src), name)
+        if term.seeds is not None:
+            z, drawn = latent.latents_for_seeds(term.seeds, model.latent_dim, model.num_classes)
+            if first_label is None and drawn:
+                first_label = drawn[0]
+        else:
+            z = np.stack(
+                [_check_latent(model, v, f"terms[{i}].latents[{j}]") for j, v in enumerate(term.latents)]
+            )
+        groups.append(z)
+        weights.append(term.weight)
+    label = None
+    if model.conditional:
+        label = body.label if body.label is not None else (first_label or 0)
+        check_label_range(model.num_classes, [label], "label")
+    elif body.label is not None:
+        raise InvalidInput(f"label: model {model.name!r} is unconditional", field="label")
+    return latent.combine(groups, weights), label
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+
+@router.post("/generate", response_model=GenerateResponse, openapi_extra=request_body(GenerateRequest))
+async def generate(request: Request):
+    """Sample images. Image i uses seed `seed + i` (or `seeds[i]`); `Accept: image/png` gives a grid."""
+    body = await parse(request, GenerateRequest)
+    registry, st = state(request)
+    model = find_model(registry, body.model)
+    seeds, base = _seeds(body, st)
+    n, k = len(seeds), model.num_classes
+    labels = _check_labels(model, body.labels, n)
+    args = (seeds, model.latent_dim, k, body.truncation)
+    if n > 16:
+        z, drawn = await run_in_threadpool(latent.latents_for_seeds, *args)
+    else:
+        z, drawn = latent.latents_for_seeds(*args)
+    labels = labels if labels is not None else drawn
+    y = latent.one_hot(labels, k) if model.conditional else None
+    fmt = negotiate(request, ("png",))
+    items = await run_batched(request, model.generator, _feeds(model, z, y), fmt.post)
+    metrics.IMAGES_GENERATED.labels(model.name).inc(n)
+
+    def as_json(items: list) -> dict:
+        images = []
+        for i, s in enumerate(seeds):
+            img = {"seed": s, "label": labels[i] if labels is not None else None, "image": items[i]}
+            if body.return_latents:
+                img["latent"] = z[i].tolist()
+            images.append(img)
+        return {"model": model.name, "seed": base, "images": images}
+
+    x_seed = {"X-Seed": str(base if base is not None else seeds[0])}
+    return await fmt.render(items, Reply(as_json, layout="grid", headers=x_seed))
+
+
+@router.post(
+    "/interpolate", response_model=InterpolateResponse, openapi_extra=request_body(InterpolateRequest)
+)
+async def interpolate(request: Request):
+    """Walk through keyframes (seeds or latents); `Accept: image/png` a strip, `image/gif` an animation."""
+    body = await parse(request, InterpolateRequest)
+    registry, st = state(request)
+    model = find_model(registry, body.model)
+    points, labels = _keyframes(model, body, st)
+    y_key = latent.one_hot(labels, model.num_classes) if model.conditional else None
+    zs, ys, ts = latent.walk(points, body.steps, body.method, y_key)
+    fmt = negotiate(request, ("gif", "png"))
+    items = await run_batched(request, model.generator, _feeds(model, zs, ys), fmt.post)
+    metrics.IMAGES_GENERATED.labels(model.name).inc(len(items))
+
+    def as_json(items: list) -> dict:
+        frames = []
+        for i, img in enumerate(items):
+            label = ys[i].tolist() if ys is not None else None
+            frame = {"index": i, "t": float(ts[i]), "label": label, "image": img}
+            if body.return_latents:
+                frame["latent"] = zs[i].tolist()
+            frames.append(frame)
+        return {"model": model.name, "method": body.method, "frames": frames}
+
+    return await fmt.render(items, Reply(as_json, duration_ms=body.duration_ms))
+
+
+@router.post("/arithmetic", response_model=ArithmeticResponse, openapi_extra=request_body(ArithmeticRequest))
+async def arithmetic(request: Request):
+    """sum_i weight_i * mean(latents of term i), plus `neighbors` noisy variants (DCGAN fig. 7)."""
+    body = await parse(request, ArithmeticRequest)
+    registry, st = state(request)
+    model = find_model(registry, body.model)
+    result, label = _combination(model, body, st)
+    seed = None
+    zs = result[None, :]
+    if body.neighbors:
+        seed = body.seed if body.seed is not None else _random_seed()
+        zs = np.concatenate([zs, latent.neighbours(result, body.neighbors, body.noise_scale, seed)])
+    y = latent.one_hot([label] * len(zs), model.num_classes) if model.conditional else None
+    fmt = negotiate(request, ("png",))
+    items = await run_batched(request, model.generator, _feeds(model, zs, y), fmt.post)
+    metrics.IMAGES_GENERATED.labels(model.name).inc(len(items))
+
+    def as_json(items: list) -> dict:
+        pairs = [{"image": img, "latent": zs[i].tolist()} for i, img in enumerate(items)]
+        return {"model": model.name, "label": label, "seed": seed, "result": pairs[0], "neighbors": pairs[1:]}
+
+    return await fmt.render(items, Reply(as_json))
