@@ -8,16 +8,16 @@ obeys the contract (names, shapes, dynamic batch axis, checksums) while staying 
 Public helpers (keep stable, other test files import them):
 - `make_model_dir(root, name, ...) -> Path`: writes `root/name/` with generator, discriminator,
   classifier ONNX files, reference_stats.npz, samples.png and model.json with correct checksums.
-- `sha256_file(path) -> str` ("sha256:<hex>") and `refresh_checksums(model_dir)`: re-hash after a
-  test tampers with a file on purpose (to test something other than the checksum check).
-- `read_card(model_dir)` / `write_card(model_dir, card)`: edit model.json in tests.
+- `sha256_file(path) -> str` ("sha256:<hex>", modelformat's) and `refresh_checksums(model_dir)`:
+  re-hash after a test tampers with a file on purpose (to test something other than the checksum).
+- `read_card(model_dir)` / `write_card(model_dir, card)`: model.json as a plain dict, so tests can
+  break it on purpose (valid cards are written through `modelformat.ModelCard`).
 - `reference_images(model_dir, seeds, labels=None)`: the generator's output computed in numpy
   (not ONNX Runtime), float32 [N, C, H, W] in [-1, 1], for checking the service's pixels.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -25,14 +25,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import modelformat
+from modelformat import ModelCard, latents_for_seeds, one_hot, sha256_file
+from modelformat.metrics import save_reference_stats
+from modelformat.signatures import FEATURES, IMAGE, LOGIT, LOGITS, Y, Z
+
 OPSET = 17
 IR_VERSION = 9  # ONNX Runtime 1.31 reads it; newer IR versions buy nothing for these graphs
-FEATURES = 6  # classifier feature width (F)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return f"sha256:{digest}"
+FEATURE_WIDTH = 6  # classifier feature width (F)
 
 
 def read_card(model_dir: str | Path) -> dict:
@@ -59,13 +59,10 @@ def reference_images(model_dir: str | Path, seeds, labels=None) -> np.ndarray:
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     w = _weights(model_dir)
-    z = np.stack(
-        [np.random.default_rng(s).standard_normal(card["latent_dim"]).astype(np.float32) for s in seeds]
-    )
+    z, _ = latents_for_seeds(seeds, card["latent_dim"])
     h = z
     if card["kind"] == "conditional":
-        y = np.eye(card["num_classes"], dtype=np.float32)[np.asarray(labels)]
-        h = np.concatenate([z, y], axis=1)
+        h = np.concatenate([z, one_hot(labels, card["num_classes"])], axis=1)
     out = np.tanh(h @ w["g_w"] + w["g_b"])
     return out.reshape(len(seeds), *card["image_shape"])
 
@@ -83,53 +80,53 @@ def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
 
 def _generator(latent_dim, num_classes, image_shape, w, b) -> onnx.GraphProto:
     c, h, wd = image_shape
-    inputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", latent_dim])]
+    inputs = [helper.make_tensor_value_info(Z, TensorProto.FLOAT, ["N", latent_dim])]
     nodes = []
-    x = "z"
+    x = Z
     if num_classes:
-        inputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", num_classes]))
-        nodes.append(helper.make_node("Concat", ["z", "y"], ["zy"], axis=1))
+        inputs.append(helper.make_tensor_value_info(Y, TensorProto.FLOAT, ["N", num_classes]))
+        nodes.append(helper.make_node("Concat", [Z, Y], ["zy"], axis=1))
         x = "zy"
     nodes += [
         helper.make_node("MatMul", [x, "W"], ["h"]),
         helper.make_node("Add", ["h", "b"], ["hb"]),
         helper.make_node("Tanh", ["hb"], ["t"]),
-        helper.make_node("Reshape", ["t", "shape"], ["image"]),
+        helper.make_node("Reshape", ["t", "shape"], [IMAGE]),
     ]
     inits = [_const("W", w), _const("b", b), _const("shape", np.array([-1, c, h, wd], dtype=np.int64))]
-    out = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", c, h, wd])]
+    out = [helper.make_tensor_value_info(IMAGE, TensorProto.FLOAT, ["N", c, h, wd])]
     return helper.make_graph(nodes, "generator", inputs, out, inits)
 
 
 def _discriminator(num_classes, image_shape, w) -> onnx.GraphProto:
-    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", *image_shape])]
-    nodes = [helper.make_node("Flatten", ["image"], ["flat"], axis=1)]
+    inputs = [helper.make_tensor_value_info(IMAGE, TensorProto.FLOAT, ["N", *image_shape])]
+    nodes = [helper.make_node("Flatten", [IMAGE], ["flat"], axis=1)]
     x = "flat"
     if num_classes:
-        inputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", num_classes]))
-        nodes.append(helper.make_node("Concat", ["flat", "y"], ["fy"], axis=1))
+        inputs.append(helper.make_tensor_value_info(Y, TensorProto.FLOAT, ["N", num_classes]))
+        nodes.append(helper.make_node("Concat", ["flat", Y], ["fy"], axis=1))
         x = "fy"
     nodes += [
         helper.make_node("MatMul", [x, "W"], ["l2"]),
-        helper.make_node("Reshape", ["l2", "shape"], ["logit"]),
+        helper.make_node("Reshape", ["l2", "shape"], [LOGIT]),
     ]
     inits = [_const("W", w), _const("shape", np.array([-1], dtype=np.int64))]
-    out = [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N"])]
+    out = [helper.make_tensor_value_info(LOGIT, TensorProto.FLOAT, ["N"])]
     return helper.make_graph(nodes, "discriminator", inputs, out, inits)
 
 
 def _classifier(image_shape, wf, wl) -> onnx.GraphProto:
-    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", *image_shape])]
+    inputs = [helper.make_tensor_value_info(IMAGE, TensorProto.FLOAT, ["N", *image_shape])]
     nodes = [
-        helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+        helper.make_node("Flatten", [IMAGE], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "Wf"], ["f0"]),
-        helper.make_node("Tanh", ["f0"], ["features"]),
-        helper.make_node("MatMul", ["features", "Wl"], ["logits"]),
+        helper.make_node("Tanh", ["f0"], [FEATURES]),
+        helper.make_node("MatMul", [FEATURES, "Wl"], [LOGITS]),
     ]
     inits = [_const("Wf", wf), _const("Wl", wl)]
     out = [
-        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", wl.shape[1]]),
-        helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", wf.shape[1]]),
+        helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", wl.shape[1]]),
+        helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", wf.shape[1]]),
     ]
     return helper.make_graph(nodes, "classifier", inputs, out, inits)
 
@@ -165,8 +162,8 @@ def make_model_dir(
         _save(_discriminator(k_in, image_shape, d_w), model_dir / "discriminator.onnx")
         files["discriminator"] = "discriminator.onnx"
     if with_classifier:
-        wf = (rng.standard_normal((d, FEATURES)) * 0.3).astype(np.float32)
-        wl = (rng.standard_normal((FEATURES, num_classes)) * 1.0).astype(np.float32)
+        wf = (rng.standard_normal((d, FEATURE_WIDTH)) * 0.3).astype(np.float32)
+        wl = (rng.standard_normal((FEATURE_WIDTH, num_classes)) * 1.0).astype(np.float32)
         _save(_classifier(image_shape, wf, wl), model_dir / "classifier.onnx")
         files["classifier"] = "classifier.onnx"
         # "Real data" for the reference statistics: the generator's own samples in numpy.
@@ -174,32 +171,23 @@ def make_model_dir(
         if conditional:
             y = np.eye(num_classes, dtype=np.float32)[rng.integers(num_classes, size=256)]
             z = np.concatenate([z, y], axis=1)
-        feats = np.tanh(np.tanh(z @ g_w + g_b) @ wf).astype(np.float64)
-        np.savez(
-            model_dir / "reference_stats.npz",
-            mu=feats.mean(axis=0),
-            sigma=np.cov(feats, rowvar=False),
-            n=np.int64(len(feats)),
-        )
+        feats = np.tanh(np.tanh(z @ g_w + g_b) @ wf)
+        save_reference_stats(model_dir / "reference_stats.npz", feats)
         files["reference_stats"] = "reference_stats.npz"
     # Not part of the contract: the weights, so `reference_images` can recompute the generator.
     np.savez(model_dir / "_weights.npz", g_w=g_w, g_b=g_b)
-    card = {
-        "format_version": 1,
-        "name": name,
-        "version": "0.0.1",
-        "description": f"tiny {'conditional' if conditional else 'unconditional'} test generator",
-        "kind": "conditional" if conditional else "unconditional",
-        "latent_dim": latent_dim,
-        "num_classes": num_classes if conditional else 0,
-        "class_names": [str(i) for i in range(num_classes)],
-        "image_shape": list(image_shape),
-        "value_range": [-1.0, 1.0],
-        "files": files,
-        "checksums": {},
-        "training": {"dataset": "none (tests/modelkit.py)", "seed": seed},
-        "evaluation": {},
-    }
-    write_card(model_dir, card)
-    refresh_checksums(model_dir)
+    card = ModelCard(
+        format_version=1,
+        name=name,
+        version="0.0.1",
+        description=f"tiny {'conditional' if conditional else 'unconditional'} test generator",
+        kind="conditional" if conditional else "unconditional",
+        latent_dim=latent_dim,
+        num_classes=num_classes if conditional else 0,
+        class_names=[str(i) for i in range(num_classes)],
+        image_shape=image_shape,
+        files=files,
+        training={"dataset": "none (tests/modelkit.py)", "seed": seed},
+    )
+    modelformat.write_card(model_dir, card)
     return model_dir

@@ -46,7 +46,8 @@ def test_directory_follows_the_contract(model_dir):
     assert on_disk["image_shape"] == [1, 28, 28]
     for name, digest in on_disk["checksums"].items():
         assert digest == "sha256:" + hashlib.sha256((out / name).read_bytes()).hexdigest()
-    assert max(card["training"]["onnx_parity_max_abs_diff"].values()) <= 1e-4
+    assert max(card.training["onnx_parity_max_abs_diff"].values()) <= 1e-4
+    assert on_disk["ganserve_version"] == card.ganserve_version and card.ganserve_version
     stats = np.load(out / "reference_stats.npz")
     assert stats["mu"].shape == (6,) and stats["sigma"].shape == (6, 6) and int(stats["n"]) == 40
 

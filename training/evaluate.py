@@ -7,54 +7,23 @@ tell a good score from a bad one. The feature network defaults to the directory'
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from scipy import linalg
+
+from modelformat import latents_for_seeds, one_hot, read_card
+from modelformat.metrics import fid, inception_score_splits, softmax
+from modelformat.signatures import FEATURES, IMAGE, LOGITS, Y, Z
 
 FeatureNet = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # images -> (logits, features)
-MIN_STABLE_FID_SAMPLES = 1000
 
 
 # --- metric math -----------------------------------------------------------------------------------
 
 
-def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (Heusel et al. 2017)."""
-    diff = np.asarray(mu1) - np.asarray(mu2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular for small sets: handled below
-        covmean = linalg.sqrtm(np.asarray(sigma1) @ np.asarray(sigma2))
-    if not np.isfinite(covmean).all():  # near-singular product: regularise, as the reference code does
-        eps = np.eye(len(diff)) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
-    covmean = covmean.real
-    return float(max(0.0, diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)))
-
-
-def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-    return fid_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))) per split; mean and std over splits (Salimans et al. 2016)."""
-    scores = []
-    for part in np.array_split(np.asarray(probs, np.float64), splits):
-        py = part.mean(axis=0, keepdims=True)
-        kl = (part * (np.log(part + 1e-12) - np.log(py + 1e-12))).sum(axis=1)
-        scores.append(np.exp(kl.mean()))
-    return float(np.mean(scores)), float(np.std(scores))
+# FID, Inception Score and softmax are the contract's (modelformat.metrics): /score uses them too.
 
 
 def mean_pairwise_distance(features: np.ndarray) -> float:
@@ -88,9 +57,7 @@ def onnx_feature_net(path: Path, batch_size: int = 500) -> FeatureNet:
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, features = [], []
         for i in range(0, len(images), batch_size):
-            lg, ft = session.run(
-                ["logits", "features"], {"image": images[i : i + batch_size].astype(np.float32)}
-            )
+            lg, ft = session.run([LOGITS, FEATURES], {IMAGE: images[i : i + batch_size].astype(np.float32)})
             logits.append(lg)
             features.append(ft)
         return np.concatenate(logits), np.concatenate(features)
@@ -100,19 +67,16 @@ def onnx_feature_net(path: Path, batch_size: int = 500) -> FeatureNet:
 
 def generate(model_dir: Path, n: int, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray | None]:
     """n samples with seeds 0..n-1 (the latent rule) and, if conditional, labels i % K."""
-    card = json.loads((model_dir / "model.json").read_text())
-    session = _session(model_dir / card["files"]["generator"])
-    k, nz = card["num_classes"], card["latent_dim"]
+    card = read_card(model_dir)
+    session = _session(model_dir / card.files["generator"])
+    k, nz = card.num_classes, card.latent_dim
     labels = np.arange(n) % k if k else None
     images = []
     for i in range(0, n, batch_size):
-        seeds = range(i, min(n, i + batch_size))
-        feed = {
-            "z": np.stack([np.random.default_rng(s).standard_normal(nz).astype(np.float32) for s in seeds])
-        }
+        feed = {Z: latents_for_seeds(range(i, min(n, i + batch_size)), nz)[0]}
         if k:
-            feed["y"] = np.eye(k, dtype=np.float32)[labels[i : i + batch_size]]
-        images.append(session.run(["image"], feed)[0])
+            feed[Y] = one_hot(labels[i : i + batch_size], k)
+        images.append(session.run([IMAGE], feed)[0])
     return np.concatenate(images), labels
 
 
@@ -131,9 +95,9 @@ def evaluate(
 ) -> dict:
     """Fake samples vs the held-out `reference`; real `baseline` images (same count) vs it too."""
     model_dir = Path(model_dir)
-    card = json.loads((model_dir / "model.json").read_text())
-    net = feature_net or onnx_feature_net(model_dir / card["files"]["classifier"])
-    num_classes = len(card["class_names"])
+    card = read_card(model_dir)
+    net = feature_net or onnx_feature_net(model_dir / card.files["classifier"])
+    num_classes = len(card.class_names)
     fake, cond = generate(model_dir, n_samples)
     f_logits, f_feat = net(fake)
     r_logits, r_feat = net(reference)
@@ -148,7 +112,8 @@ def evaluate(
     # digits; the held-out digits are unseen like the fakes, so the ratio against them is reported too.
     heldout_div = per_class_diversity(r_feat, np.asarray(reference_labels), num_classes)
     heldout_ratios = _ratios(fake_div, heldout_div)
-    is_fake, is_real = inception_score(softmax(f_logits), splits), inception_score(softmax(b_logits), splits)
+    is_fake = inception_score_splits(softmax(f_logits), splits)
+    is_real = inception_score_splits(softmax(b_logits), splits)
     result = {
         "samples": n_samples,
         "reference": {"split": "held-out", "images": len(reference)},
@@ -193,10 +158,10 @@ def evaluate(
 
 
 def write_evaluation(model_dir: Path, result: dict) -> None:
-    path = Path(model_dir) / "model.json"
-    card = json.loads(path.read_text())
-    card["evaluation"] = result
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    """Store `result` in the card; the files and their checksums are left as they are."""
+    card = read_card(model_dir)
+    card.evaluation = result
+    card.save(model_dir)
 
 
 def format_table(result: dict) -> str:

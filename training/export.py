@@ -1,14 +1,14 @@
 """Export a trained run to a model directory (docs/MODEL_FORMAT.md) and check ONNX parity.
 
-Each network is exported as one self-contained ONNX file with a dynamic batch axis, then run through
-ONNX Runtime at batch 1, 7 and 64 against PyTorch: a max abs difference above 1e-4 fails the export.
+Each network is exported as one self-contained ONNX file with a dynamic batch axis, named after the
+contract's signature (`modelformat.signatures`), then opened in ONNX Runtime: a file whose inputs or
+outputs break the signature, or that differs from PyTorch by more than 1e-4 at batch 1, 7 or 64,
+fails the export. The card is a `modelformat.ModelCard`, written with its checksums last.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import subprocess
 import warnings
 from pathlib import Path
@@ -18,6 +18,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from modelformat import ModelCard, Signature, check_signature, write_card
+from modelformat.metrics import save_reference_stats
+from modelformat.signatures import classifier_signature, discriminator_signature, generator_signature
 from training.imaging import save_grid
 from training.models import Classifier, Discriminator, Generator, one_hot
 from training.train import sample_grid_inputs
@@ -96,9 +99,13 @@ def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], outputs: lis
         )
 
 
-def check_parity(module: nn.Module, make_inputs, path: Path) -> float:
-    """Max abs difference between PyTorch and ONNX Runtime over PARITY_BATCHES; raises above tolerance."""
+def check_parity(module: nn.Module, make_inputs, path: Path, signature: Signature) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime over PARITY_BATCHES; raises above
+    tolerance, or when the file does not declare the contract's `signature`."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    problems = check_signature(signature, Signature.of_session(session))
+    if problems:
+        raise RuntimeError(f"{path.name}: " + "; ".join(problems))
     worst = 0.0
     for n in PARITY_BATCHES:
         inputs = make_inputs(n)
@@ -119,27 +126,33 @@ def check_parity(module: nn.Module, make_inputs, path: Path) -> float:
     return worst
 
 
+def _image_shape(cfg) -> tuple[int, int, int]:
+    return (cfg.channels, cfg.image_size, cfg.image_size)
+
+
 def export_generator(G: Generator, path: Path) -> float:
     cfg, gen = G.cfg, torch.Generator().manual_seed(0)
+    sig = generator_signature(cfg.latent_dim, cfg.num_classes, _image_shape(cfg))
 
     def make(n):
-        inputs = {"z": torch.randn(n, cfg.latent_dim, generator=gen)}
+        tensors = [torch.randn(n, cfg.latent_dim, generator=gen)]
         if cfg.conditional:
-            inputs["y"] = one_hot(torch.randint(0, cfg.num_classes, (n,), generator=gen), cfg.num_classes)
-        return inputs
+            tensors.append(one_hot(torch.randint(0, cfg.num_classes, (n,), generator=gen), cfg.num_classes))
+        return dict(zip(sig.input_names, tensors, strict=True))
 
-    export_onnx(_FastGeneratorGraph(G).eval(), make(2), ["image"], path)
-    return check_parity(_GeneratorGraph(G).eval(), make, path)
+    export_onnx(_FastGeneratorGraph(G).eval(), make(2), sig.output_names, path)
+    return check_parity(_GeneratorGraph(G).eval(), make, path, sig)
 
 
 def export_discriminator(D: Discriminator, path: Path) -> float:
     cfg, gen = D.cfg, torch.Generator().manual_seed(1)
+    sig = discriminator_signature(cfg.num_classes, _image_shape(cfg))
 
     def make(n):
-        inputs = {"image": torch.rand(n, cfg.channels, cfg.image_size, cfg.image_size, generator=gen) * 2 - 1}
+        tensors = [torch.rand(n, *_image_shape(cfg), generator=gen) * 2 - 1]
         if cfg.conditional:
-            inputs["y"] = one_hot(torch.randint(0, cfg.num_classes, (n,), generator=gen), cfg.num_classes)
-        return inputs
+            tensors.append(one_hot(torch.randint(0, cfg.num_classes, (n,), generator=gen), cfg.num_classes))
+        return dict(zip(sig.input_names, tensors, strict=True))
 
     if cfg.spectral_norm:  # bake the normalised weights in; the graph needs no power iteration
         D = copy.deepcopy(D)
@@ -147,24 +160,20 @@ def export_discriminator(D: Discriminator, path: Path) -> float:
             if nn.utils.parametrize.is_parametrized(module, "weight"):
                 nn.utils.parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     graph = _GeneratorGraph(D).eval()  # same (x, y=None) calling convention
-    export_onnx(graph, make(2), ["logit"], path)
-    return check_parity(graph, make, path)
+    export_onnx(graph, make(2), sig.output_names, path)
+    return check_parity(graph, make, path, sig)
 
 
 def export_classifier(C: Classifier, path: Path) -> float:
-    c, h, w = C.image_shape
     gen = torch.Generator().manual_seed(2)
+    sig = classifier_signature(C.image_shape, C.head[-1].out_features)
 
     def make(n):
-        return {"image": torch.rand(n, c, h, w, generator=gen) * 2 - 1}
+        return dict(zip(sig.input_names, [torch.rand(n, *C.image_shape, generator=gen) * 2 - 1], strict=True))
 
     graph = _ClassifierGraph(C).eval()
-    export_onnx(graph, make(2), ["logits", "features"], path)
-    return check_parity(graph, make, path)
-
-
-def sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    export_onnx(graph, make(2), sig.output_names, path)
+    return check_parity(graph, make, path, sig)
 
 
 def git_commit() -> str:
@@ -175,17 +184,6 @@ def git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def feature_stats(features: np.ndarray) -> dict[str, np.ndarray]:
-    f = np.asarray(features, dtype=np.float64)
-    return {"mu": f.mean(axis=0), "sigma": np.cov(f, rowvar=False), "n": np.asarray(len(f))}
-
-
-def write_card(out: Path, card: dict) -> None:
-    """model.json with checksums of every file listed under `files` (computed last)."""
-    card["checksums"] = {name: sha256(out / name) for name in card["files"].values()}
-    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
 def export_model_dir(
@@ -200,7 +198,7 @@ def export_model_dir(
     training: dict,
     description: str = "",
     version: str = "1.0.0",
-) -> dict:
+) -> ModelCard:
     """Write generator/discriminator/classifier ONNX, reference stats, samples and the card."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.onnx.data"):
@@ -213,30 +211,28 @@ def export_model_dir(
     }
     with torch.no_grad():
         _, features = C.eval()(reference_images)
-    np.savez(out / "reference_stats.npz", **feature_stats(features.numpy()))
+    save_reference_stats(out / "reference_stats.npz", features.numpy())
     z, y, nrow = sample_grid_inputs(cfg, len(class_names))
     with torch.no_grad():
         save_grid(G(z, y).numpy(), nrow, out / "samples.png")
-    card = {
-        "format_version": 1,
-        "name": name,
-        "version": version,
-        "description": description,
-        "kind": "conditional" if cfg.conditional else "unconditional",
-        "latent_dim": cfg.latent_dim,
-        "num_classes": cfg.num_classes,
-        "class_names": list(class_names),
-        "image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
-        "value_range": [-1.0, 1.0],
-        "files": {
+    card = ModelCard(
+        format_version=1,
+        name=name,
+        version=version,
+        description=description,
+        kind="conditional" if cfg.conditional else "unconditional",
+        latent_dim=cfg.latent_dim,
+        num_classes=cfg.num_classes,
+        class_names=list(class_names),
+        image_shape=_image_shape(cfg),
+        value_range=(-1.0, 1.0),
+        files={
             "generator": "generator.onnx",
             "discriminator": "discriminator.onnx",
             "classifier": "classifier.onnx",
             "reference_stats": "reference_stats.npz",
             "samples": "samples.png",
         },
-        "training": {**training, "git_commit": git_commit(), "onnx_parity_max_abs_diff": parity},
-        "evaluation": {},
-    }
-    write_card(out, card)
-    return card
+        training={**training, "git_commit": git_commit(), "onnx_parity_max_abs_diff": parity},
+    )
+    return write_card(out, card)

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from modelformat import sha256_file as sha256
 from training.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from training.data import load_dataset, split
 from training.evaluate import evaluate
-from training.export import export_classifier, export_generator, git_commit, sha256
+from training.export import export_classifier, export_generator, git_commit
 from training.train import TrainConfig, Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
