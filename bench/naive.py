@@ -1,10 +1,15 @@
 """The baseline: the endpoint a user would write from a tutorial.
 
-FastAPI with a pydantic request and response model, one global InferenceSession with ONNX
-Runtime's default options, a plain `def` handler (FastAPI runs it in its thread pool), one ORT
-call per request, one PNG per image. No batching across requests, no queue bound, no deadline.
-Same request and reply shape as the service's `/generate` (JSON, base64 PNGs), so the load
-generator drives both the same way:
+FastAPI with a pydantic request and response model, one global InferenceSession, a plain `def`
+handler (Starlette runs it in its thread pool), one ORT call per request, one Pillow PNG per
+image. No batching across requests, no queue bound, no deadline. Same request and reply shape as
+the service's `/generate` (JSON, base64 PNGs), so the load generator drives both the same way.
+
+Two variants, by `GANSERVE_BENCH_NAIVE_THREADS`:
+- `1` (the default, "strong"): the session at `intra_op_num_threads=1`, `inter_op_num_threads=1`.
+  The thread pool then runs one ORT call per core side by side instead of several calls that
+  each want every core: the stronger baseline (issue 15), the one the goals' ratios use;
+- `0`: ONNX Runtime's default options (a pool of one thread per core per call), issue 6's baseline.
 
     GANSERVE_BENCH_MODEL=models/mnist-cdcgan uvicorn bench.naive:app --port 8001
 """
@@ -28,7 +33,14 @@ card = json.loads((MODEL_DIR / "model.json").read_text())
 PROVIDERS = ["CPUExecutionProvider"]  # the tutorial's GPU line, when the suite runs on CUDA:
 if os.environ.get("GANSERVE_BENCH_PROVIDER") == "cuda":
     PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-session = ort.InferenceSession(str(MODEL_DIR / card["files"]["generator"]), providers=PROVIDERS)
+THREADS = int(os.environ.get("GANSERVE_BENCH_NAIVE_THREADS", "1"))
+options = ort.SessionOptions()
+if THREADS:
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+session = ort.InferenceSession(
+    str(MODEL_DIR / card["files"]["generator"]), sess_options=options, providers=PROVIDERS
+)
 LATENT, CLASSES = card["latent_dim"], card.get("num_classes") or 0
 
 app = FastAPI()

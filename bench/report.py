@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-DEFAULT_MODEL = "mnist-cdcgan"
 
 
 def _f(v, fmt="{:.0f}") -> str:
@@ -27,58 +26,97 @@ def _find(rows: list[dict], case: str, c: int) -> dict | None:
     return next((r for r in rows if r["case"] == case and r["concurrency"] == c), None)
 
 
-def ceiling(results: dict, model: str = DEFAULT_MODEL) -> dict:
-    """Best images/s over batch sizes for each ORT line of `model`."""
-    out = {}
-    for line, pts in results.get("ort", {}).get("models", {}).get(model, {}).items():
-        b, v = max(pts.items(), key=lambda kv: kv[1])
-        out[line] = (v, int(b))
-    return out
+def best_ref(ref: dict | None, kind: str) -> tuple[float, str, float, int] | None:
+    """(images/s, line, images per CPU-second, batch) of the faster layout of `kind` at the
+    largest batch of an in-process reference (bench/inproc.py): the goals' batch, 64."""
+    if not ref:
+        return None
+    b = str(max(ref["batches"]))
+    rows = [
+        (pts[b], line, ref["per_cpu_s"][line][b], int(b))
+        for line, pts in ref["images_per_s"].items()
+        if line.startswith(kind + "_") and b in pts
+    ]
+    return max(rows) if rows else None
+
+
+def _measured(r: dict | None) -> bool:
+    return bool(r) and "skipped" not in r and bool(r.get("requests_per_s"))
+
+
+def _ratio_row(name: str, goal: float, svc: dict | None, ref, svc_what: str, ref_what: str):
+    """A goal 'service images/s >= goal x in-process reference' (ref: `best_ref`'s tuple;
+    `ref_what` may name the batch as {batch})."""
+    if svc and "skipped" in svc:
+        return (name, None, f"skipped: {svc['skipped']}")
+    if not _measured(svc) or not ref:
+        return (name, None, "not measured in this run")
+    v, line, ref_eff, batch = ref
+    x = svc["images_per_s"] / v
+    ref_what = ref_what.format(batch=batch)
+    txt = f"{svc['images_per_s']:.0f} vs {v:.0f} images/s = {x:.2f}x ({svc_what} vs {ref_what}, `{line}`)"
+    if svc.get("server_cpu_cores"):
+        eff = svc["images_per_s"] / svc["server_cpu_cores"]
+        txt += f"; per CPU-second: {eff:.0f} vs {ref_eff:.0f} images = {eff / ref_eff:.2f}x"
+    return (name, x >= goal, txt)
 
 
 def targets(results: dict) -> list[tuple[str, bool | None, str]]:
+    """The goals (issue 15) and the overload checks: (name, met or None when not measured, figures)."""
     rows: list[tuple[str, bool | None, str]] = []
     svc = results.get("service", [])
-    ceil = ceiling(results)
-    r16 = _find(svc, "n16", 16)
-    service_line = next((k for k in ceil if k.startswith("ort_") and k.endswith("x1")), None)
-    if r16 and service_line and r16["images_per_s"]:
-        v, b = ceil[service_line]
-        best_v, best_b = max((x for k, x in ceil.items() if k.startswith("ort_")), key=lambda x: x[0])
-        ratio = r16["images_per_s"] / v
-        eff = results["ort"].get("per_cpu_s", {}).get(DEFAULT_MODEL, {}).get(service_line)
-        eff_txt = ""
-        if eff and r16.get("server_cpu_cores"):
-            svc_eff = r16["images_per_s"] / r16["server_cpu_cores"]
-            ort_eff = eff[str(b)]
-            eff_txt = (
-                f"; per CPU-second (robust to other users' load): {svc_eff:.0f} vs {ort_eff:.0f} "
-                f"images = {svc_eff / ort_eff:.0%}"
-            )
+    ref = results.get("inproc")
+    s64, n64 = _find(svc, "n1", 64), _find(results.get("naive_strong", []), "n1", 64)
+    name = "n=1, c=64: >= 2.0x the strong naive server's req/s, p99 <= 0.5x its p99"
+    if _measured(s64) and _measured(n64) and s64["p99_ms"] and n64["p99_ms"]:
+        x, p = s64["requests_per_s"] / n64["requests_per_s"], s64["p99_ms"] / n64["p99_ms"]
         rows.append(
             (
-                "n=16, concurrency 16: >= 85% of in-process ORT images/s at its best batch",
-                ratio >= 0.85,
-                f"{r16['images_per_s']:.0f} images/s = {ratio:.0%} of {v:.0f} ({service_line}, batch {b}; "
-                f"{r16['images_per_s'] / best_v:.0%} of the best ORT line, {best_v:.0f} at batch {best_b})"
-                + eff_txt,
-            )
-        )
-    s64, n64 = _find(svc, "n1", 64), _find(results.get("naive", []), "n1", 64)
-    if s64 and n64 and n64["requests_per_s"] and s64["p99_ms"] and n64["p99_ms"]:
-        x = s64["requests_per_s"] / n64["requests_per_s"]
-        ok = x >= 2 and (s64["p99_ms"] or 1e9) < (n64["p99_ms"] or 0)
-        rows.append(
-            (
-                "n=1, concurrency 64: >= 2x the naive requests/s, lower p99",
-                ok,
+                name,
+                x >= 2.0 and p <= 0.5,
                 f"{s64['requests_per_s']:.0f} vs {n64['requests_per_s']:.0f} req/s = {x:.2f}x; "
-                f"p99 {s64['p99_ms']:.1f} vs {n64['p99_ms']:.1f} ms",
+                f"p99 {s64['p99_ms']:.1f} vs {n64['p99_ms']:.1f} ms = {p:.2f}x",
             )
         )
+    else:
+        rows.append((name, None, "not measured in this run (parts `service` and `naive`)"))
+    rows.append(
+        _ratio_row(
+            "n=16, c=16, PNG replies: >= 0.95x the in-process whole work",
+            0.95,
+            _find(svc, "n16", 16),
+            best_ref(ref, "png"),
+            "service",
+            "z + ORT at batch {batch} + PNG + base64 in process, the faster layout",
+        )
+    )
+    rows.append(
+        _ratio_row(
+            "n=16, c=16, raw replies: >= 0.85x in-process ONNX Runtime alone",
+            0.85,
+            _find(svc, "n16raw", 16),
+            best_ref(ref, "ort"),
+            "service, `.npy`",
+            "ORT alone at batch {batch}, the faster layout",
+        )
+    )
     s1 = _find(svc, "n1", 1)
-    if s1 and s1["p50_ms"] is not None:
-        rows.append(("n=1, concurrency 1: p50 <= 3 ms", s1["p50_ms"] <= 3.0, f"p50 {s1['p50_ms']:.2f} ms"))
+    name = "n=1, c=1: p50 <= 2.0 ms"
+    if _measured(s1) and s1["p50_ms"] is not None:
+        rows.append((name, s1["p50_ms"] <= 2.0, f"p50 {s1['p50_ms']:.2f} ms"))
+    else:
+        rows.append((name, None, "not measured in this run"))
+    host = results.get("host") or {}
+    rows.append(
+        _ratio_row(
+            "near-free model, n=64, raw replies: >= 0.8x the in-process host-work loop",
+            0.8,
+            _find(host.get("service", []), "n64raw", 16),
+            best_ref(host.get("inproc"), "raw"),
+            "service, c=16",
+            "z + near-free ORT + `.npy` at batch {batch} in process, the faster layout",
+        )
+    )
     for case, o in results.get("open", {}).items():
         ov = o.get("overload")
         if not ov:
@@ -136,9 +174,10 @@ def plots(results: dict, out_dir: Path) -> list[str]:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         for color, label, rows in (
             ("C0", "service", results["service"]),
-            ("C1", "naive", results.get("naive", [])),
+            ("C1", "naive, 1 ORT thread", results.get("naive_strong", [])),
+            ("C2", "naive, ORT default threads", results.get("naive", [])),
         ):
-            pts = sorted((r["concurrency"], r) for r in rows if r["case"] == "n1")
+            pts = sorted((r["concurrency"], r) for r in rows if r["case"] == "n1" and _measured(r))
             if not pts:
                 continue
             cs = [c for c, _ in pts]
@@ -214,6 +253,9 @@ def _closed_table(rows: list[dict]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
+        if "skipped" in r:
+            out.append(f"| {r['case']} | {r['concurrency']} | skipped: {r['skipped']} |" + " |" * 11)
+            continue
         out.append(
             f"| {r['case']} | {r['concurrency']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} | "
             f"{_f(r['p50_ms'], '{:.2f}')} | {_f(r['p95_ms'], '{:.1f}')} | {_f(r['p99_ms'], '{:.1f}')} | "
@@ -223,6 +265,81 @@ def _closed_table(rows: list[dict]) -> list[str]:
             f"{_statuses(r['statuses'])} |"
         )
     return out
+
+
+def _met(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "NO")
+
+
+def _us(per_cpu_s: float | None) -> str:
+    """Images (or calls) per CPU-second -> CPU microseconds each."""
+    return _f(1e6 / per_cpu_s if per_cpu_s else None)
+
+
+def _inproc_section(ref: dict) -> list[str]:
+    b = str(max(ref["batches"]))
+    L = [
+        f"### In-process references ({ref['model']}, batch {b})",
+        "",
+        "`ort`: ONNX Runtime alone. `png`: the whole work of a JSON reply: z and labels from one seed "
+        "per image (`service.latent`), one-hot y, ONNX Runtime, PNG + base64 (`service.imaging`). "
+        "`1x<cores>`: one caller, intra_op = cores; `2x1`: two callers on one session at intra_op 1.",
+        "",
+        "| line | images/s | images per CPU-s | CPU us per image |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for line, pts in ref["images_per_s"].items():
+        eff = ref["per_cpu_s"][line][b]
+        L.append(f"| {line} | {pts[b]:.0f} | {eff:.0f} | {_us(eff)} |")
+    return [*L, ""]
+
+
+def host_costs(rows: list[dict], suffix: str) -> tuple[float, float] | None:
+    """The service's CPU per request (ms) and per image (us) for reply `suffix` ('' PNG, 'raw'):
+    the line through its CPU per request at n=1 (c=64) and at n=64 (c=16)."""
+    a, b = _find(rows, "n1" + suffix, 64), _find(rows, "n64" + suffix, 16)
+    if not (_measured(a) and _measured(b)) or _cpu_per_req(a) is None or _cpu_per_req(b) is None:
+        return None
+    na, nb = a["images_per_request"], b["images_per_request"]
+    per_image = (_cpu_per_req(b) - _cpu_per_req(a)) / (nb - na)
+    return _cpu_per_req(a) - na * per_image, 1000 * per_image
+
+
+def _host_section(host: dict) -> list[str]:
+    ref = host["inproc"]
+    L = [
+        f"### Host ceiling: the near-free model ({host['model']})",
+        "",
+        f"`bench/nearfree.py`: {host['like']}'s inputs and outputs, ~no arithmetic (ONNX Runtime ~1 us per "
+        "image), so these rows are the service's own host work, the ceiling a GPU would hit. "
+        "The service with default settings; 'host cost' is the line through its CPU per request at n=1 "
+        "(c=64) and n=64 (c=16): a fixed cost per request plus one per image. In process: the same host "
+        "work (z and labels per seed, the near-free ORT call, PNG + base64 or `.npy`) in a loop, the "
+        "faster layout.",
+        "",
+        "| reply | n=1 c=64 req/s | n=1 CPU ms/req | n=64 c=16 images/s | n=64 CPU ms/req | "
+        "host cost per request ms | host cost per image us | in-process images/s (batch 64) | "
+        "in-process CPU us/image (batch 64) | in-process CPU us/call (batch 1) | service n=64 / in-process |",
+        "| --- |" + " ---: |" * 10,
+    ]
+    for label, suffix, kind in (("PNG (JSON)", "", "png"), ("raw (.npy)", "raw", "raw")):
+        a, b = _find(host["service"], "n1" + suffix, 64), _find(host["service"], "n64" + suffix, 16)
+        best = best_ref(ref, kind)
+        if (a and "skipped" in a) or (b and "skipped" in b):
+            why = (a if a and "skipped" in a else b)["skipped"]
+            L.append(f"| {label} | skipped: {why} |" + " |" * 9)
+            continue
+        cost = host_costs(host["service"], suffix)
+        eff1 = ref["per_cpu_s"].get(best[1], {}).get("1") if best else None
+        ratio = b["images_per_s"] / best[0] if _measured(b) and best else None
+        L.append(
+            f"| {label} | {_f(a and a['requests_per_s'])} | {_f(a and _cpu_per_req(a), '{:.2f}')} | "
+            f"{_f(b and b['images_per_s'])} | {_f(b and _cpu_per_req(b), '{:.2f}')} | "
+            f"{_f(cost and cost[0], '{:.2f}')} | {_f(cost and cost[1], '{:.1f}')} | "
+            f"{_f(best and best[0])} | {_us(best and best[2])} | {_us(eff1)} | {_f(ratio, '{:.2f}x')} |"
+        )
+    L += ["", "Every point:", ""] + _closed_table(host["service"]) + [""]
+    return L
 
 
 def markdown(results: dict, plot_names: list[str], command: str, rel: str = "bench") -> str:
@@ -253,10 +370,21 @@ def markdown(results: dict, plot_names: list[str], command: str, rel: str = "ben
         ]
     t = targets(results)
     if t:
-        L += ["### Targets", "", "| target | met | figures |", "| --- | --- | --- |"]
+        L += [
+            "### Goals",
+            "",
+            "Issue 15's goals (ratios from this one run) and the overload checks. The strong naive "
+            "server: `bench/naive.py` with a sync handler and one ORT thread. In-process references: "
+            "the faster of one caller with all cores' ORT threads and two callers with one thread each.",
+            "",
+            "| goal | met | figures |",
+            "| --- | --- | --- |",
+        ]
         for name, ok, txt in t:
-            L.append(f"| {name} | {'yes' if ok else 'NO'} | {txt} |")
+            L.append(f"| {name} | {_met(ok)} | {txt} |")
         L.append("")
+    if "inproc" in results:
+        L += _inproc_section(results["inproc"])
     if "ort" in results:
         o = results["ort"]
         L += [
@@ -277,9 +405,24 @@ def markdown(results: dict, plot_names: list[str], command: str, rel: str = "ben
             L.append("")
     if "service" in results:
         L += ["### Service, default settings, closed loop", ""] + _closed_table(results["service"]) + [""]
+    if "naive_strong" in results:
+        L += [
+            "### Naive baseline (`bench/naive.py`): sync handler, one ORT thread, closed loop",
+            "",
+            "The baseline of the goals: FastAPI, a plain `def` handler (Starlette's thread pool), one "
+            "InferenceSession at intra_op 1 and inter_op 1, one process, one ORT call per request, "
+            "Pillow PNG + base64 in a JSON reply.",
+            "",
+        ]
+        L += _closed_table(results["naive_strong"]) + [""]
     if "naive" in results:
-        L += ["### Naive baseline (`bench/naive.py`), closed loop", ""]
+        L += [
+            "### Naive baseline with ONNX Runtime's default threads (issue 6's), closed loop",
+            "",
+        ]
         L += _closed_table(results["naive"]) + [""]
+    if "host" in results:
+        L += _host_section(results["host"])
     if "configs" in results:
         L += ["### Configurations (closed loop)", ""]
         L += [

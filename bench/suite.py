@@ -1,12 +1,16 @@
 """The benchmark driver: real uvicorn servers on 127.0.0.1, the load generator, the ceiling.
 
 Each configuration is a fresh `python -m service` process (GANSERVE_* settings in its
-environment); the naive baseline is `uvicorn bench.naive:app`. Every point is `repeats` runs of
-`duration` s (after a short warm-up) on the same server; the medians are reported.
+environment); the naive baselines are `uvicorn bench.naive:app` (1 ORT thread, and ORT's
+defaults). Every point is `repeats` runs of `duration` s (after a short warm-up) on the same
+server; the medians are reported. The host-ceiling part serves a near-free generator
+(bench/nearfree.py) from a temporary model directory; raw (`.npy`) rows are probed first and
+skipped, with the reason, when the server does not produce that format.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -20,18 +24,46 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
+import numpy as np
 
-from . import loadgen, ort_ceiling
+from . import inproc, loadgen, nearfree, ort_ceiling
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-GEN1 = ("/generate", json.dumps({"n": 1}).encode(), 1)
-GEN16 = ("/generate", json.dumps({"n": 16}).encode(), 16)
-INTERP16 = ("/interpolate", json.dumps({"keyframes": [{"seed": 1}, {"seed": 2}], "steps": 16}).encode(), 17)
-CASES = {"n1": GEN1, "n16": GEN16, "interp16": INTERP16}
+NPY = "application/x-npy"
+
+
+class Case(NamedTuple):
+    path: str
+    body: bytes
+    images: int
+    headers: dict | None = None  # e.g. Accept for raw replies
+
+    @property
+    def raw(self) -> bool:
+        return bool(self.headers) and self.headers.get("accept") == NPY
+
+
+def _gen(n: int, raw: bool = False) -> Case:
+    return Case("/generate", json.dumps({"n": n}).encode(), n, {"accept": NPY} if raw else None)
+
+
+INTERP16 = Case(
+    "/interpolate", json.dumps({"keyframes": [{"seed": 1}, {"seed": 2}], "steps": 16}).encode(), 17
+)
+CASES = {
+    "n1": _gen(1),
+    "n16": _gen(16),
+    "n64": _gen(64),
+    "interp16": INTERP16,
+    "n1raw": _gen(1, raw=True),
+    "n16raw": _gen(16, raw=True),
+    "n64raw": _gen(64, raw=True),
+}
 
 
 @dataclass
@@ -47,6 +79,21 @@ class Plan:
     overload_s: float = 30.0
     open_fractions: tuple = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25)
     open_duration: float = 4.0
+    # the service's raw-reply rows (skipped until the server produces application/x-npy)
+    closed_raw: tuple = (("n16raw", 16),)
+    # issue 6's naive baseline (ORT's default threads), kept as a second row at fewer points
+    naive_default_points: tuple = (("n1", 64), ("n16", 16))
+    # in-process references (bench/inproc.py): seconds per measurement, repeats
+    ref_seconds: float = 1.0
+    ref_repeats: int = 3
+    # the host ceiling (near-free model): n=1 for the per-request cost, n=64 for the per-image cost
+    host_points: tuple = (("n1", 64), ("n1raw", 64), ("n64", 16), ("n64raw", 16))
+    # load-generator processes; 0 = auto (one per 4 cores, at most 4: 1 on 2 cores)
+    procs: int = 0
+
+    @property
+    def loadgen_procs(self) -> int:
+        return self.procs or max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 QUICK = Plan(
@@ -61,6 +108,8 @@ QUICK = Plan(
     overload_s=8.0,
     open_fractions=(0.5, 0.9, 1.1),
     open_duration=2.0,
+    ref_seconds=0.3,
+    ref_repeats=1,
 )
 
 # name -> GANSERVE_* overrides (on top of service/settings.py's defaults)
@@ -106,17 +155,22 @@ def _free_port() -> int:
 
 @contextmanager
 def server(kind: str, env: dict[str, str] | None = None, models: Path | None = None):
-    """Start the service (kind 'service') or the naive baseline ('naive'); yield (url, pid)."""
+    """Start the service (kind 'service') or the naive baseline ('naive'); yield (url, pid).
+
+    Service: `env` holds GANSERVE_* overrides without the prefix. Naive: `env` may hold PROVIDER,
+    NAIVE_THREADS (1: the strong baseline, 0: ORT's defaults) and MODEL (default mnist-cdcgan)."""
     port = _free_port()
     e = dict(os.environ)
+    env = env or {}
     if kind == "service":
-        e.update({f"GANSERVE_{k}": v for k, v in (env or {}).items()})
+        e.update({f"GANSERVE_{k}": v for k, v in env.items()})
         cmd = [PY, "-m", "service", "--port", str(port), "--log-level", "warning"]
         if models:
             cmd += ["--models", str(models)]
     else:
-        e["GANSERVE_BENCH_MODEL"] = str((models or ROOT / "models") / "mnist-cdcgan")
-        e["GANSERVE_BENCH_PROVIDER"] = (env or {}).get("PROVIDER", "cpu")
+        e["GANSERVE_BENCH_MODEL"] = str((models or ROOT / "models") / env.get("MODEL", "mnist-cdcgan"))
+        e["GANSERVE_BENCH_PROVIDER"] = env.get("PROVIDER", "cpu")
+        e["GANSERVE_BENCH_NAIVE_THREADS"] = env.get("NAIVE_THREADS", "1")
         cmd = [PY, "-m", "uvicorn", "bench.naive:app", "--port", str(port)]
         cmd += ["--log-level", "warning", "--no-access-log"]
     # its own session, as a deployed server would be: with sched_autogroup the kernel shares the
@@ -185,10 +239,21 @@ def _median_result(runs: list[loadgen.RunResult]) -> dict:
 
 
 def closed(url: str, pid: int, case: str, c: int, plan: Plan) -> dict:
-    path, body, images = CASES[case]
+    path, body, images, headers = CASES[case]
     runs = [
         loadgen.run(
-            loadgen.closed_loop(url, path, body, images, c, plan.duration, plan.warmup, server_pid=pid)
+            loadgen.closed_loop(
+                url,
+                path,
+                body,
+                images,
+                c,
+                plan.duration,
+                plan.warmup,
+                server_pid=pid,
+                headers=headers,
+                procs=plan.loadgen_procs,
+            )
         )
         for _ in range(plan.repeats)
     ]
@@ -203,9 +268,15 @@ def closed(url: str, pid: int, case: str, c: int, plan: Plan) -> dict:
     return res
 
 
-def open_run(url: str, pid: int, case: str, rate: float, duration: float, warmup: float) -> dict:
-    path, body, images = CASES[case]
-    r = loadgen.run(loadgen.open_loop(url, path, body, images, rate, duration, warmup, server_pid=pid))
+def open_run(
+    url: str, pid: int, case: str, rate: float, duration: float, warmup: float, procs: int = 1
+) -> dict:
+    path, body, images, headers = CASES[case]
+    r = loadgen.run(
+        loadgen.open_loop(
+            url, path, body, images, rate, duration, warmup, server_pid=pid, headers=headers, procs=procs
+        )
+    )
     res = asdict(r) | {"case": case, "offered_per_s": rate}
     log(
         f"    open {case:5s} {rate:7.0f}/s: {r.requests_per_s:7.0f} ok/s p50 {r.p50_ms or 0:7.1f} "
@@ -215,6 +286,46 @@ def open_run(url: str, pid: int, case: str, rate: float, duration: float, warmup
     return res
 
 
+def raw_unavailable(url: str, case: str) -> str | None:
+    """None when the server answers `case` with a `.npy` array of the right count and dtype;
+    otherwise why not (406, or the Accept header ignored), for the skip note."""
+    path, body, images, headers = CASES[case]
+    try:
+        r = httpx.post(
+            url + path, content=body, headers={"content-type": "application/json", **headers}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        return f"probe failed ({type(exc).__name__})"
+    ctype = r.headers.get("content-type", "")
+    if r.status_code != 200:
+        return f"the server answers {r.status_code} to Accept: {NPY}"
+    if not ctype.startswith(NPY):
+        return f"the server ignores Accept: {NPY} (it replies {ctype or 'without a content-type'})"
+    try:
+        arr = np.load(io.BytesIO(r.content), allow_pickle=False)
+    except ValueError as exc:
+        return f"the {NPY} reply is not a readable .npy ({exc})"
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[0] != images:
+        got = f"dtype {arr.dtype} and shape {arr.shape}"
+        return f"the {NPY} reply has {got}, expected uint8 ({images}, h, w[, c])"
+    return None
+
+
+def closed_points(url: str, pid: int, points, plan: Plan) -> list[dict]:
+    """Closed-loop (case, concurrency) points; raw cases are probed once and skipped with a note."""
+    rows, probed = [], {}
+    for case, c in points:
+        if CASES[case].raw:
+            if case not in probed:
+                probed[case] = raw_unavailable(url, case)
+            if probed[case]:
+                log(f"    {case:8s} c={c:3d}: skipped: {probed[case]}")
+                rows.append({"case": case, "concurrency": c, "skipped": probed[case]})
+                continue
+        rows.append(closed(url, pid, case, c, plan))
+    return rows
+
+
 def find_knee(url: str, pid: int, case: str, capacity: float, plan: Plan) -> tuple[list[dict], float]:
     """Offered rates as fractions of the closed-loop capacity; the knee is the highest rate that
     is still served in full (>= 97% of offered, no errors) with p99 under 1 s (a tenth of the
@@ -222,7 +333,7 @@ def find_knee(url: str, pid: int, case: str, capacity: float, plan: Plan) -> tup
     rows, knee = [], 0.0
     for f in plan.open_fractions:
         rate = max(1.0, capacity * f)
-        res = open_run(url, pid, case, rate, plan.open_duration, plan.warmup)
+        res = open_run(url, pid, case, rate, plan.open_duration, plan.warmup, plan.loadgen_procs)
         res["fraction_of_capacity"] = f
         rows.append(res)
         served = res["requests_per_s"] >= 0.97 * rate and not (set(res["statuses"]) - {"200"})
@@ -231,11 +342,45 @@ def find_knee(url: str, pid: int, case: str, capacity: float, plan: Plan) -> tup
     return rows, knee
 
 
+REF_BATCH = 64  # the goals' in-process batch (the service's max_batch_size)
+PARTS = ("ort", "inproc", "service", "open", "naive", "host", "configs")
+
+
+def reference_model(models: Path) -> Path:
+    """The model the goals are read on: mnist-cdcgan when present, else the first model."""
+    preferred = models / "mnist-cdcgan"
+    if (preferred / "model.json").is_file():
+        return preferred
+    return sorted(p.parent for p in models.glob("*/model.json"))[0]
+
+
+def host_ceiling(plan: Plan, provider: str, models: Path, log=log) -> dict:
+    """The service's own host cost: a near-free generator shaped like the reference model, served
+    with default settings (PNG and raw replies, n=1 and n=64), and the same host work in process."""
+    like = reference_model(models)
+    with tempfile.TemporaryDirectory(prefix="ganserve-nearfree-") as tmp:
+        mdir = nearfree.make_model_dir(Path(tmp), like)
+        log(f"host ceiling: near-free {mdir.name} (ONNX Runtime ~free), in process")
+        ref = inproc.measure(
+            mdir,
+            kinds=("png", "raw"),
+            batches=(1, REF_BATCH),
+            provider=provider,
+            seconds=plan.ref_seconds,
+            repeats=plan.ref_repeats,
+            log=log,
+        )
+        log("host ceiling: the service on the near-free model")
+        with server("service", {"PROVIDER": provider}, Path(tmp)) as (url, pid):
+            rows = closed_points(url, pid, plan.host_points, plan)
+    return {"model": mdir.name, "like": like.name, "inproc": ref, "service": rows}
+
+
 def run_all(
     plan: Plan, out_dir: Path, provider: str = "cpu", models: Path | None = None, only: set | None = None
 ) -> dict:
     models = models or ROOT / "models"
-    only = only or {"ort", "service", "naive", "configs", "open"}
+    only = only or set(PARTS)
     results: dict = {
         "plan": asdict(plan),
         "machine": {
@@ -245,6 +390,7 @@ def run_all(
             "before": machine_state(),
         },
         "provider": provider,
+        "loadgen_procs": plan.loadgen_procs,
     }
     try:
         import onnxruntime
@@ -270,6 +416,18 @@ def run_all(
             log=lambda m: log(m),
         )
         checkpoint()
+    if "inproc" in only:
+        log(f"in-process references ({reference_model(models).name}, batch {REF_BATCH})")
+        results["inproc"] = inproc.measure(
+            reference_model(models),
+            kinds=("ort", "png"),
+            batches=(REF_BATCH,),
+            provider=provider,
+            seconds=plan.ref_seconds,
+            repeats=plan.ref_repeats,
+            log=log,
+        )
+        checkpoint()
     if "service" in only or "open" in only:
         log("service, default settings")
         env = {"PROVIDER": provider}
@@ -282,6 +440,7 @@ def run_all(
                     res.append(closed(url, pid, "n16", c, plan))
                 for c in plan.closed_interp:
                     res.append(closed(url, pid, "interp16", c, plan))
+                res += closed_points(url, pid, plan.closed_raw, plan)
                 results["service"] = res
                 checkpoint()
             if "open" in only:
@@ -294,16 +453,23 @@ def run_all(
                 for case in ("n16", "n1"):
                     knee = results["open"][case]["knee_per_s"] or results["open"][case]["capacity_per_s"]
                     log(f"  overload {case}: 2 x knee = {2 * knee:.0f} req/s for {plan.overload_s:g} s")
-                    res = open_run(url, pid, case, 2 * knee, plan.overload_s, plan.warmup)
+                    res = open_run(url, pid, case, 2 * knee, plan.overload_s, plan.warmup, plan.loadgen_procs)
                     results["open"][case]["overload"] = res
                     checkpoint()
     if "naive" in only:
-        log("naive baseline")
-        with server("naive", {"PROVIDER": provider}, models) as (url, pid):
-            res = [closed(url, pid, "n1", c, plan) for c in plan.closed_n1]
-            res += [closed(url, pid, "n16", c, plan) for c in plan.closed_n16]
-            results["naive"] = res
+        model = {"MODEL": reference_model(models).name, "PROVIDER": provider}
+        log("naive baseline, sync handler, 1 ORT thread (the goals' baseline)")
+        with server("naive", model | {"NAIVE_THREADS": "1"}, models) as (url, pid):
+            points = [("n1", c) for c in plan.closed_n1] + [("n16", c) for c in plan.closed_n16]
+            results["naive_strong"] = closed_points(url, pid, points, plan)
             checkpoint()
+        log("naive baseline, ONNX Runtime's default threads (issue 6's)")
+        with server("naive", model | {"NAIVE_THREADS": "0"}, models) as (url, pid):
+            results["naive"] = closed_points(url, pid, plan.naive_default_points, plan)
+            checkpoint()
+    if "host" in only:
+        results["host"] = host_ceiling(plan, provider, models, log)
+        checkpoint()
     if "configs" in only:
         results["configs"] = {}
         for name, env in (GPU_CONFIGS if provider == "cuda" else CONFIGS).items():
