@@ -117,6 +117,18 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
             "z + near-free ORT + `.npy` at batch {batch} in process, the faster layout",
         )
     )
+    if results.get("provider") == "cuda":  # the GPU goals: the service against bare CUDA ORT
+        for reply, case, goal in (("raw", "n16raw", 0.5), ("PNG", "n16", 0.25)):
+            rows.append(
+                _ratio_row(
+                    f"GPU, n=16, c=16, {reply} replies: >= {goal}x bare CUDA ONNX Runtime",
+                    goal,
+                    _find(svc, case, 16),
+                    best_ref(ref, "ort"),
+                    "service",
+                    "ORT alone at batch {batch}, the faster layout",
+                )
+            )
     for case, o in results.get("open", {}).items():
         ov = o.get("overload")
         if not ov:
