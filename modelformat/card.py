@@ -82,7 +82,7 @@ class ModelCard(BaseModel):
     num_classes: Annotated[StrictInt, Field(ge=0)]
     class_names: list[StrictStr]
     image_shape: Annotated[tuple[PositiveInt, PositiveInt, PositiveInt], AfterValidator(_image_shape)]
-    value_range: tuple[StrictFloat | StrictInt, StrictFloat | StrictInt] = (-1.0, 1.0)
+    value_range: tuple[StrictFloat, StrictFloat] = (-1.0, 1.0)  # StrictFloat takes ints, not strings
     files: dict[Role, Annotated[StrictStr, AfterValidator(_plain_file_name)]]
     training: dict[str, Any] = {}
     evaluation: dict[str, Any] = {}
@@ -127,17 +127,18 @@ def _describe(where: str, exc: ValidationError) -> str:
     """One line per problem, each naming the field (pydantic's own text is about Python types)."""
     lines = []
     for err in exc.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        parts = [p for p in err["loc"] if p != "[key]"]  # a bad dict key: name the key itself
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
-            lines.append(f"{where}: missing field {loc!r}")
+            lines.append(f"missing field {loc!r}")
         elif not loc:
-            lines.append(f"{where}: {msg}")
+            lines.append(msg)
         else:
             got = repr(err["input"])
             got = got if len(got) <= 80 else got[:77] + "..."
-            lines.append(f"{where}: field {loc!r} = {got} is invalid: {msg}")
-    return "; ".join(lines)
+            lines.append(f"field {loc!r} = {got} is invalid: {msg}")
+    return f"{where}: " + "; ".join(lines)
 
 
 def parse_card(text: str | bytes, where: str = CARD_FILE) -> ModelCard:
@@ -164,7 +165,7 @@ def read_card(model_dir: str | Path, name: str | None = None) -> ModelCard:
     for `models/<name>/`, its parent for a version folder `models/<name>/<version>/`); the card
     must carry it, so the name in a URL always matches the files served. Raises ContractError."""
     model_dir = Path(model_dir)
-    folder = model_dir.name if name in (None, model_dir.name) else f"{name}/{model_dir.name}"
+    folder = model_dir.name if name in (None, model_dir.name) else f"{model_dir.parent.name}/{model_dir.name}"
     where = f"{folder}/{CARD_FILE}"
     path = model_dir / CARD_FILE
     if not path.is_file():
