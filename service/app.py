@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from . import __version__, metrics
 from .auth import REQUEST_ID_HEADER, ApiKeyMiddleware, request_id
 from .errors import InternalError, Overloaded, PayloadTooLarge, ServiceError, ShuttingDown
-from .plumbing import error_response, install_error_handlers
+from .plumbing import error_response, install_error_handlers, install_openapi
 from .registry import Registry
 from .routes import generate, models, score
 from .settings import Settings
@@ -179,8 +179,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = Registry(settings)  # empty until the lifespan loads the models
     app.state.draining = False
     install_error_handlers(app)
-    for routes in (generate, score, models):
-        app.include_router(routes.router)
+    routers = [generate.router, score.router, models.router]
+    for router in routers:
+        app.include_router(router)
+    install_openapi(app, routers)
     install_page(app)
     app.add_middleware(
         ApiKeyMiddleware, keys=settings.api_key_list, open_paths=settings.open_path_set | PAGE_PATHS

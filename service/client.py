@@ -7,7 +7,7 @@
         walk.save_gif("walk.gif")
 
 Both clients share `_BaseClient`, which holds everything without I/O (URL building, request
-encoding with the service's own pydantic schemas, response decoding, the status-to-exception
+encoding with the service's own pydantic schemas, response decoding, the error-to-exception
 mapping and the retry policy); they differ only in how they send and sleep. Importing this module
 needs httpx, pydantic, numpy and Pillow, not FastAPI or ONNX Runtime.
 
@@ -15,17 +15,21 @@ Exceptions (one tree; library errors are translated at one boundary, `raise ... 
 
     GanServeError
      ├── TransportError        no HTTP answer: connection refused, DNS, timeouts
-     └── APIError              the service answered with an error (status, detail, request_id, ...)
+     └── APIError              the service answered with an error (status, code, detail, request_id, ...)
           ├── BadRequest       400, 413, 422: the request is wrong; never retried
           ├── Unauthorized     401, 403
           ├── NotFound         404: unknown model or path
-          ├── Overloaded       503: queue full / shutting down; retried, honouring Retry-After
+          ├── Overloaded       503 overloaded / shutting_down: retried, honouring Retry-After
+          ├── ModelUnavailable 503 model_unavailable: the model failed to load; not retried
           ├── DeadlineExceeded 504: the request waited past its deadline
           └── ServerError      other 5xx
 
-Retries: on 503 and on connection errors (not on read timeouts of a request the server may be
-running), with exponential backoff and full jitter, honouring Retry-After, bounded by `retries`
-attempts and `max_retry_seconds` in total. A 4xx is never retried.
+The class comes from the error body's `error` code when it is one the service sends (a 503 is
+`Overloaded` or `ModelUnavailable` by its code), else from the status alone (a proxy's 503).
+
+Retries: on `Overloaded` and on connection errors (not on read timeouts of a request the server
+may be running), with exponential backoff and full jitter, honouring Retry-After, bounded by
+`retries` attempts and `max_retry_seconds` in total. A 4xx is never retried.
 """
 
 from __future__ import annotations
@@ -36,9 +40,8 @@ import io
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -70,6 +73,7 @@ __all__ = [
     "GanServeError",
     "Image",
     "ImageSet",
+    "ModelUnavailable",
     "NotFound",
     "Overloaded",
     "ServerError",
@@ -124,6 +128,10 @@ class Overloaded(APIError):
     """503: the service is full or shutting down; try again after `retry_after` seconds."""
 
 
+class ModelUnavailable(APIError):
+    """503 `model_unavailable`: the model exists but failed to load; retrying will not help."""
+
+
 class DeadlineExceeded(APIError):
     """504: the request waited in the queue past its deadline."""
 
@@ -132,7 +140,25 @@ class ServerError(APIError):
     """Another 5xx."""
 
 
-def _error_class(status: int) -> type[APIError]:
+_BY_CODE: dict[str, type[APIError]] = {
+    "invalid_input": BadRequest,
+    "payload_too_large": BadRequest,
+    "unauthorized": Unauthorized,
+    "not_found": NotFound,
+    "model_not_found": NotFound,
+    "overloaded": Overloaded,
+    "shutting_down": Overloaded,
+    "model_unavailable": ModelUnavailable,
+    "deadline_exceeded": DeadlineExceeded,
+    "inference_failed": ServerError,
+    "internal_error": ServerError,
+}
+
+
+def _error_class(status: int, code: str | None) -> type[APIError]:
+    """By the service's error code when it sent a known one, else by the status."""
+    if code in _BY_CODE:
+        return _BY_CODE[code]
     if status in (400, 413, 422):
         return BadRequest
     if status in (401, 403):
@@ -247,9 +273,6 @@ class _Call:
     method: str
     path: str
     json: dict | None = None
-    files: Any = None
-    data: dict | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _b64png(png: str) -> bytes:
@@ -334,11 +357,12 @@ class _BaseClient:
             body = {}
         detail = body.get("detail") or response.text[:500] or response.reason_phrase
         request_id = response.headers.get("x-request-id") or body.get("request_id")
-        raise _error_class(response.status_code)(
+        code = body.get("error") if isinstance(body.get("error"), str) else None
+        raise _error_class(response.status_code, code)(
             response.status_code,
             str(detail),
             request_id,
-            code=body.get("error"),
+            code=code,
             field=body.get("field"),
             limit=body.get("limit"),
             retry_after=_retry_after(response),
@@ -395,14 +419,7 @@ class _BaseClient:
         return delay
 
     def _request_kwargs(self, call: _Call) -> dict:
-        return {
-            "method": call.method,
-            "url": call.path,
-            "json": call.json,
-            "files": call.files,
-            "data": call.data,
-            "headers": call.headers or None,
-        }
+        return {"method": call.method, "url": call.path, "json": call.json}
 
 
 class _ConnectError(TransportError):

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
@@ -140,31 +140,46 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _inline(node, defs: dict):
-    """Replace `#/$defs/...` references by their definitions (an operation has no `$defs`)."""
-    if isinstance(node, list):
-        return [_inline(v, defs) for v in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        rest = {k: v for k, v in node.items() if k != "$ref"}
-        return _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs) | _inline(rest, defs)
-    return {k: _inline(v, defs) for k, v in node.items()}
+def body(model: type[BaseModel], other: dict[str, dict] | None = None):
+    """Route decorator: the handler parses its body itself (`parse`; FastAPI never sees it), so
+    the route declares it here for OpenAPI: `model` as application/json, plus `other` media types
+    (media type -> schema). A POST route without it fails tests/test_service_api.py."""
+
+    def mark(handler):
+        handler.openapi_body = (model, other or {})
+        return handler
+
+    return mark
 
 
-def schema_of(model: type[BaseModel]) -> dict:
-    """A pydantic model's JSON schema, self-contained (nested models inlined)."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-    return _inline(schema, defs)
+def install_openapi(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Add the request body of each `@body` route of `routers` to the OpenAPI document, after
+    FastAPI has built it (its schema model would round integer bounds such as 2**63 - 1 to floats)."""
+    build = app.openapi
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = build()
+            comps = doc.setdefault("components", {}).setdefault("schemas", {})
+            for route in (r for router in routers for r in router.routes):
+                marked = getattr(getattr(route, "endpoint", None), "openapi_body", None)
+                if marked is None:
+                    continue
+                model, other = marked
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in schema.pop("$defs", {}).items():
+                    comps.setdefault(name, sub)
+                comps.setdefault(model.__name__, schema)
+                ref = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+                content = {"application/json": ref} | {media: {"schema": s} for media, s in other.items()}
+                for method in route.methods:
+                    doc["paths"][route.path][method.lower()]["requestBody"] = {
+                        "required": True,
+                        "content": content,
+                    }
+        return app.openapi_schema
 
-def request_body(model: type[BaseModel], other: dict[str, dict] | None = None) -> dict:
-    """`openapi_extra` for a route that parses its body itself (see `parse`): the model's schema
-    as `application/json`, plus `other` media types (media type -> schema)."""
-    content = {"application/json": {"schema": schema_of(model)}}
-    content |= {media: {"schema": schema} for media, schema in (other or {}).items()}
-    return {"requestBody": {"required": True, "content": content}}
+    app.openapi = openapi
 
 
 # --- parse, look up, run ------------------------------------------------------------------------

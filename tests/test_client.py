@@ -20,6 +20,7 @@ from service.client import (
     DeadlineExceeded,
     GanClient,
     GanServeError,
+    ModelUnavailable,
     NotFound,
     Overloaded,
     ServerError,
@@ -160,6 +161,24 @@ def test_every_status_maps_to_its_exception(status, error):
     assert (
         info.value.status == status and info.value.request_id == "req-1" and info.value.detail == "scripted"
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [(503, "model_unavailable", ModelUnavailable), (503, "shutting_down", Overloaded),
+     (503, "overloaded", Overloaded), (413, "payload_too_large", BadRequest),
+     (404, "model_not_found", NotFound), (500, "internal_error", ServerError)],
+)  # fmt: skip
+def test_the_error_code_picks_the_exception_over_the_status(status, code, error):
+    body = f'{{"error":"{code}","detail":"d","field":"model","limit":null}}'.encode()
+    transport = Scripted([status] * 5, headers={"Retry-After": "0"}, body=body)
+    with (
+        GanClient("http://x", transport=transport, retries=2, backoff=0.001) as g,
+        pytest.raises(error) as info,
+    ):
+        g.health()
+    assert type(info.value) is error and info.value.code == code and info.value.field == "model"
+    assert transport.calls == (3 if error is Overloaded else 1)  # only overload is retried
 
 
 def test_retry_on_503_honours_retry_after_and_is_bounded():
@@ -303,6 +322,17 @@ class CountingASGI(httpx.ASGITransport):
         return await super().handle_async_request(request)
 
 
+class CountingHTTPTransport(httpx.BaseTransport):
+    """Counts the requests sent through another transport."""
+
+    def __init__(self, inner: httpx.BaseTransport):
+        self.inner, self.calls = inner, 0
+
+    def handle_request(self, request):
+        self.calls += 1
+        return self.inner.handle_request(request)
+
+
 class CountingHTTP(httpx.HTTPTransport):
     calls = 0
 
@@ -328,6 +358,24 @@ def test_real_401_and_413(make_settings):
             with pytest.raises(BadRequest) as info:
                 gan.score([noise])
             assert info.value.status == 413 and info.value.code == "payload_too_large"
+
+
+def test_a_model_that_failed_to_load_is_model_unavailable_and_not_retried(tmp_path, make_settings):
+    from modelkit import make_model_dir
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+
+    make_model_dir(tmp_path, "good")
+    (make_model_dir(tmp_path, "broken") / "generator.onnx").write_bytes(b"garbage")
+    with TestClient(create_app(make_settings(models_dir=tmp_path, default_model="good"))) as c:
+        counting = CountingHTTPTransport(c._transport)
+        with GanClient("http://testserver", transport=counting, retries=3) as g:
+            with pytest.raises(ModelUnavailable) as info:
+                g.generate(model="broken")
+            assert info.value.status == 503 and info.value.code == "model_unavailable"
+            assert info.value.retry_after == 1.0 and counting.calls == 1
+            assert len(g.generate(model="good")) == 1
 
 
 @pytest.mark.anyio

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import latent, metrics
 from ..errors import InvalidInput, limit_error
 from ..formats import Reply, negotiate
-from ..plumbing import ERRORS, check_label_range, find_model, parse, request_body, run_batched, state
+from ..plumbing import ERRORS, body, check_label_range, find_model, parse, run_batched, state
 from ..registry import Model
 from ..schemas import (
     MAX_SEED,
@@ -155,7 +155,8 @@ def _combination(model: Model, body: ArithmeticRequest, st: Settings) -> tuple[n
 # --- endpoints --------------------------------------------------------------------------------
 
 
-@router.post("/generate", response_model=GenerateResponse, openapi_extra=request_body(GenerateRequest))
+@router.post("/generate", response_model=GenerateResponse)
+@body(GenerateRequest)
 async def generate(request: Request):
     """Sample images. Image i uses seed `seed + i` (or `seeds[i]`); `Accept: image/png` gives a grid."""
     body = await parse(request, GenerateRequest)
@@ -188,9 +189,8 @@ async def generate(request: Request):
     return await fmt.render(items, Reply(as_json, layout="grid", headers=x_seed))
 
 
-@router.post(
-    "/interpolate", response_model=InterpolateResponse, openapi_extra=request_body(InterpolateRequest)
-)
+@router.post("/interpolate", response_model=InterpolateResponse)
+@body(InterpolateRequest)
 async def interpolate(request: Request):
     """Walk through keyframes (seeds or latents); `Accept: image/png` a strip, `image/gif` an animation."""
     body = await parse(request, InterpolateRequest)
@@ -216,7 +216,8 @@ async def interpolate(request: Request):
     return await fmt.render(items, Reply(as_json, duration_ms=body.duration_ms))
 
 
-@router.post("/arithmetic", response_model=ArithmeticResponse, openapi_extra=request_body(ArithmeticRequest))
+@router.post("/arithmetic", response_model=ArithmeticResponse)
+@body(ArithmeticRequest)
 async def arithmetic(request: Request):
     """sum_i weight_i * mean(latents of term i), plus `neighbors` noisy variants (DCGAN fig. 7)."""
     body = await parse(request, ArithmeticRequest)

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from .. import imaging, latent, scoring
 from ..errors import InvalidInput, limit_error
 from ..formats import json_response
-from ..plumbing import ERRORS, check_label_range, find_model, parse, request_body, run_batched, state
+from ..plumbing import ERRORS, body, check_label_range, find_model, parse, run_batched, state
 from ..registry import Model
 from ..schemas import ScoreRequest, ScoreResponse
 from ..settings import Settings
@@ -120,11 +120,8 @@ async def _realness(request: Request, model: Model, x: np.ndarray, given, scores
         scores[i]["realness"] = float(p)
 
 
-@router.post(
-    "/score",
-    response_model=ScoreResponse,
-    openapi_extra=request_body(ScoreRequest, {"multipart/form-data": MULTIPART}),
-)
+@router.post("/score", response_model=ScoreResponse)
+@body(ScoreRequest, {"multipart/form-data": MULTIPART})
 async def score(request: Request):
     """Realness (discriminator), classifier label and confidence per image; IS and FID for the set.
 
