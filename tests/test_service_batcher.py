@@ -274,3 +274,70 @@ async def test_close_fails_what_is_left_after_the_drain_timeout():
         await queued
     run.gate.set()
     running.cancel()
+
+
+# --- construction and the end of a batcher's life ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"max_batch_size": 0}, "max_batch_size must be a positive number, got 0"),
+        ({"max_batch_size": 2.5}, "max_batch_size must be a whole number, got 2.5"),
+        ({"max_batch_size": True}, "max_batch_size must be a positive number, got True"),
+        ({"max_queue_rows": -1}, "max_queue_rows must be a positive number"),
+        ({"inference_threads": 0}, "inference_threads must be a positive number"),
+        ({"timeout_s": 0}, "timeout_s must be a positive number"),
+        ({"timeout_s": float("nan")}, "timeout_s must be a positive number, got nan"),
+        ({"max_queue_delay_ms": -1}, "max_queue_delay_ms must be >= 0, got -1"),
+        ({"max_queue_delay_ms": float("nan")}, "max_queue_delay_ms must be >= 0"),
+    ],
+)
+def test_the_constructor_refuses_limits_that_would_spin_or_refuse_everything(kw, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Batcher("bad", Recorder(), **kw)
+
+
+def test_a_batcher_built_outside_an_event_loop_has_its_state_and_runs_once():
+    b = Batcher("idle", Recorder(), max_queue_delay_ms=0)  # no running loop here
+    assert (b.queued_rows, b.running, b.started) == (0, 0, False)
+    with pytest.raises(ShuttingDown, match="not started"):
+        b.enqueue(_rows(1))
+
+    async def life():
+        b.start()
+        with pytest.raises(RuntimeError, match="already started"):
+            b.start()
+        assert [float(r[0]) for r in await b.submit(_rows(3))] == [6.0]
+        await b.close(1)
+        with pytest.raises(ShuttingDown, match="shutting down"):
+            b.enqueue(_rows(1))
+        with pytest.raises(RuntimeError, match="closed"):
+            b.start()
+
+    asyncio.run(life())
+
+
+@pytest.mark.anyio
+async def test_close_of_a_batcher_never_started_returns_at_once():
+    b = Batcher("never", Recorder())
+    await asyncio.wait_for(b.close(30), 1)
+    assert not b.started
+
+
+@pytest.mark.anyio
+async def test_close_returns_when_the_last_batch_ends_not_at_the_drain_timeout():
+    run = Recorder()
+    run.gate.clear()
+    b = _batcher(run, max_batch_size=1)
+    running = asyncio.ensure_future(b.submit(_rows(1)))
+    await asyncio.sleep(0.02)
+    gone = asyncio.ensure_future(b.submit(_rows(2)))  # queued, then its client leaves
+    await asyncio.sleep(0)
+    gone.cancel()
+    closing = asyncio.ensure_future(b.close(30))
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # a batch is still running
+    run.gate.set()
+    await asyncio.wait_for(closing, 2)  # woken by the batch's end, the cancelled entry dropped
+    assert [float(r[0]) for r in await running] == [2.0] and run.sizes == [1]
