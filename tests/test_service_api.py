@@ -30,6 +30,9 @@ def metric(name, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+ERROR_KEYS = {"error", "detail", "field", "limit", "request_id"}  # schemas.ErrorBody, on every path
+
+
 def assert_error(r, status, field=None, text=None):
     assert r.status_code == status, r.text
     body = r.json()
@@ -84,6 +87,36 @@ def test_generate_png_grid(client):
     r = client.post("/generate", json={"n": 5, "seed": 1}, headers={"Accept": "image/png"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).size == (3 * 10 + 2, 2 * 10 + 2)
+
+
+@pytest.mark.parametrize(
+    "path, accept, media_type",
+    [
+        ("/generate", "image/png", "image/png"),
+        ("/generate", "application/json, image/png", "image/png"),  # a substring test, not q-values
+        ("/generate", "*/*", "application/json"),
+        ("/generate", "image/*", "application/json"),
+        ("/generate", "image/gif", "application/json"),  # /generate offers no GIF
+        ("/generate", "", "application/json"),
+        ("/interpolate", "image/png, image/gif", "image/gif"),  # the route's order, not the client's
+        ("/interpolate", "image/png", "image/png"),
+        ("/interpolate", "text/html", "application/json"),
+        ("/arithmetic", "image/gif", "application/json"),
+        ("/arithmetic", "image/png", "image/png"),
+    ],
+)
+def test_the_reply_format_follows_accept(client, path, accept, media_type):
+    body = {
+        "/generate": {"n": 2, "seed": 1},
+        "/interpolate": {"keyframes": [{"seed": 1}, {"seed": 2}], "steps": 2},
+        "/arithmetic": {"terms": [{"seeds": [1]}], "neighbors": 1, "seed": 0},
+    }[path]
+    r = client.post(path, json=body, headers={"Accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"] == media_type, r.headers
+    if media_type == "application/json":
+        assert "x-seed" not in r.headers and r.json()["model"] == "tiny-cgan"
+    else:
+        assert Image.open(io.BytesIO(r.content)).format == media_type.split("/")[1].upper()
 
 
 @pytest.mark.parametrize(
@@ -318,6 +351,31 @@ def test_bodies_over_the_upload_limit_get_413_before_being_read(make_settings):
         assert c.post("/generate", json={"n": 1}).status_code == 200
 
 
+def test_every_error_path_answers_one_body_with_the_request_id(make_settings):
+    """Error handlers, validation, Starlette's own errors and the middleware share `error_body`."""
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+
+    with TestClient(create_app(make_settings(max_upload_bytes=2048))) as c:
+        replies = {
+            "422 domain": c.post("/generate", json={"n": 100_000}),
+            "422 validation": c.post("/generate", content=b"{", headers={"content-type": "application/json"}),
+            "422 path": c.get("/models/" + "x" * 65),
+            "404 model": c.get("/models/nope"),
+            "404 path": c.get("/nowhere"),
+            "405": c.get("/generate"),
+            "413 length": c.post("/score", content=b" " * 4096, headers={"content-type": "application/json"}),
+            "413 stream": c.post("/generate", content=iter([b" " * 1500] * 2)),
+            "404 body model": c.post("/generate", json={"model": "nope"}),
+        }
+    for name, r in replies.items():
+        assert r.status_code == int(name[:3]), (name, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/json", name
+        assert set(r.json()) == ERROR_KEYS and r.json()["request_id"] == r.headers["x-request-id"], name
+    assert replies["413 stream"].json()["field"] == "body" and replies["413 stream"].json()["limit"] == 2048
+
+
 # --- models, health, docs ----------------------------------------------------------------------
 
 
@@ -347,6 +405,23 @@ def test_models_health_and_docs(client):
         paths
     )
     assert_error(client.get("/nowhere"), 404)
+
+
+def test_every_post_route_documents_its_request_body(client):
+    """Handlers parse their own bodies (`plumbing.parse`): each declares it with `@body`."""
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    posts = {path: ops["post"] for path, ops in doc["paths"].items() if "post" in ops}
+    assert {"/generate", "/interpolate", "/arithmetic", "/score"} <= set(posts)
+    for path, op in posts.items():
+        content = op.get("requestBody", {}).get("content", {})
+        assert "application/json" in content, f"POST {path} has no requestBody: add @body(Model)"
+        ref = content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert schemas[ref]["properties"], path
+    assert "multipart/form-data" in posts["/score"]["requestBody"]["content"]
+    seed = schemas["GenerateRequest"]["properties"]["seed"]["anyOf"][0]
+    assert seed["maximum"] == 2**63 - 1 and isinstance(seed["maximum"], int)  # exact, not a float
+    assert schemas["Keyframe"]["properties"]["latent"]  # nested models are components too
 
 
 def test_a_failed_model_is_listed_and_readyz_names_it(tmp_path, make_settings):
@@ -482,10 +557,13 @@ async def test_full_queue_gives_503_with_retry_after_and_expired_requests_504(ma
             await asyncio.sleep(0.05)
             queued = asyncio.ensure_future(c.post("/generate", json={"n": 4}))  # fills the queue
             await asyncio.sleep(0.05)
+            before = metric("ganserve_rejected_total", model="tiny-cgan", reason="overloaded")
             r = await c.post("/generate", json={"n": 1})
             assert (
                 r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"] == "overloaded"
             )
+            assert set(r.json()) == ERROR_KEYS and r.json()["limit"] == 4  # as the in-flight refusal
+            assert metric("ganserve_rejected_total", model="tiny-cgan", reason="overloaded") == before + 1
             await asyncio.sleep(0.3)  # the queued request's deadline passes
             gate.open.set()
             assert (await first).status_code == 200
@@ -509,9 +587,13 @@ async def test_requests_over_the_in_flight_bound_get_503_before_any_work(make_se
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             held = [asyncio.ensure_future(c.post("/generate", json={"n": 1})) for _ in range(2)]
             await asyncio.sleep(0.05)
+            before = metric("ganserve_rejected_total", model="", reason="inflight")
             r = await c.post("/generate", json={"n": 1})
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
-            assert r.json()["error"] == "overloaded" and r.json()["limit"] == 2
+            assert (
+                r.json()["error"] == "overloaded" and r.json()["limit"] == 2 and set(r.json()) == ERROR_KEYS
+            )
+            assert metric("ganserve_rejected_total", model="", reason="inflight") == before + 1
             assert r.json()["request_id"] == r.headers["x-request-id"] != ""
             assert (await c.get("/healthz")).status_code == 200  # GETs are never bounded
             gate.open.set()
@@ -599,8 +681,10 @@ async def test_shutdown_finishes_queued_requests_and_rejects_new_ones(make_setti
         await asyncio.sleep(0.05)
         stopping = asyncio.ensure_future(ctx.__aexit__(None, None, None))
         await asyncio.sleep(0.05)
+        before = metric("ganserve_rejected_total", model="", reason="shutting_down")
         r = await c.post("/generate", json={"n": 1})
-        assert r.status_code == 503 and "retry-after" in r.headers
+        assert r.status_code == 503 and "retry-after" in r.headers and r.json()["error"] == "shutting_down"
+        assert metric("ganserve_rejected_total", model="", reason="shutting_down") == before + 1
         assert (await c.get("/readyz")).status_code == 503
         gate.open.set()
         assert [x.status_code for x in await asyncio.gather(*inflight)] == [200] * 5
