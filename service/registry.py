@@ -29,17 +29,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelformat import (
-    CARD_FILE,
-    ContractError,
-    ModelCard,
-    Signature,
-    check_signature,
-    read_card,
-    verify_files,
-)
-from modelformat import valid_name as valid_name  # re-exported: the routes check names with it
-from modelformat.signatures import IMAGE, NETWORKS, Y, Z
+from modelformat.card import CARD_FILE, ContractError, ModelCard, read_card, verify_files
+from modelformat.card import valid_name as valid_name  # re-exported: the routes check names with it
+from modelformat.signatures import IMAGE, NETWORKS, Signature, Y, Z, check_signature
 
 from . import metrics
 from .batcher import Batcher
@@ -198,12 +190,13 @@ class Registry:
         model.start()
         old = self.models.get(model.name)
         self._serve(model)  # one dict assignment on the event loop: a request sees old or new
-        if old is not None and old is not model:
-            if (old.provider, old.kind) != (model.provider, model.kind):
-                with contextlib.suppress(KeyError):
-                    metrics.MODEL_INFO.remove(old.name, old.provider, old.kind)
-            await old.close(drain_timeout_s)
-            log.info("model %s replaced by %s (%s)", old.key, model.key, model.path)
+        if old is None or old is model:
+            return None
+        if (old.provider, old.kind) != (model.provider, model.kind):
+            with contextlib.suppress(KeyError):
+                metrics.MODEL_INFO.remove(old.name, old.provider, old.kind)
+        await old.close(drain_timeout_s)
+        log.info("model %s replaced by %s (%s)", old.key, model.key, model.path)
         return old
 
     async def remove(self, name: str, drain_timeout_s: float) -> Model | None:
