@@ -9,6 +9,8 @@ the config declares. No Triton server runs here.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from modelkit import make_model_dir, read_card, write_card
+from PIL import Image
 
 from modelformat import sha256_file
 from service.settings import Settings
@@ -141,6 +144,33 @@ def test_copy_runs_at_tritons_largest_batch(repository, model, network):
     results = session.run([t.name for t in config.output], feeds)
     for t, value in zip(config.output, results, strict=True):
         assert list(value.shape) == model_shape(t), t.name
+
+
+def test_triton_copy_with_the_latent_rule_draws_what_generate_draws(repository, make_settings):
+    """A Triton client that samples z with the contract's rule gets /generate's images: the copy,
+    fed as docs/DEPLOY.md's snippet feeds it, against the real app's PNGs, pixel for pixel."""
+    from starlette.testclient import TestClient
+
+    from modelformat import latents_for_seeds, one_hot
+    from service.app import create_app
+    from service.imaging import to_uint8
+
+    seeds, labels = [1, 2, 3], [7, 7, 3]
+    folder = repository / "mnist-cdcgan"
+    config = parse_config(folder / "config.pbtxt")
+    (z_dims,) = [list(t.dims) for t in config.input if t.name == "z"]
+    (y_dims,) = [list(t.dims) for t in config.input if t.name == "y"]
+    z, _ = latents_for_seeds(seeds, z_dims[0], y_dims[0])
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (images,) = session.run(["image"], {"z": z, "y": one_hot(labels, y_dims[0])})
+    expected = to_uint8(images)[..., 0]
+    settings = make_settings(models_dir=SHIPPED, default_model="mnist-cdcgan")
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/generate", json={"model": "mnist-cdcgan", "seeds": seeds, "labels": labels})
+    assert r.status_code == 200, r.text
+    for row, item in zip(expected, r.json()["images"], strict=True):
+        png = np.asarray(Image.open(io.BytesIO(base64.b64decode(item["image"]))))
+        assert np.array_equal(png, row)
 
 
 def test_gpu_instances_and_settings_from_the_environment(tmp_path, monkeypatch):
