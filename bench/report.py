@@ -365,7 +365,8 @@ def markdown(results: dict, plot_names: list[str], command: str, rel: str = "ben
         f"({m['cores']} cores, Python {m['python']}, "
         f"onnxruntime {m.get('onnxruntime', '?')}, provider `{results['provider']}`); the whole run took "
         f"{results['elapsed_s'] / 60:.1f} min. Each point: {p['repeats']} run(s) of {p['duration']:g} s "
-        f"after {p['warmup']:g} s warm-up, medians. Raw data: `docs/{rel}/results.json`.",
+        f"after {p['warmup']:g} s warm-up, medians; load generator: {results.get('loadgen_procs', 1)} "
+        f"process(es). Raw data: `docs/{rel}/results.json`.",
         "",
         f"Background load: load average {', '.join(f'{x:.2f}' for x in m['before']['loadavg'])} before, "
         f"{', '.join(f'{x:.2f}' for x in m['after']['loadavg'])} after. 'other CPU' in the tables is the CPU "
