@@ -108,3 +108,31 @@ def test_cli_help_documents_every_flag():
     assert out.returncode == 0
     for flag in ("--preset", "--resume", "--dry-run", "--d-steps", "--loss", "--ema-decay", "--image-size"):
         assert flag in out.stdout
+
+
+def test_every_config_field_has_one_help_text_and_a_flag():
+    from dataclasses import fields
+
+    from training.__main__ import build_parser
+
+    actions = {a.dest: a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    for f in fields(TrainConfig):
+        assert f.metadata["help"], f.name
+        assert actions[f.name].help.startswith(f.metadata["help"])
+
+
+def test_recorded_command_leaves_out_resume_and_out():
+    from training.__main__ import _command
+
+    argv = ["train", "--preset", "mnist-cdcgan", "--out", "x/y", "--resume", "--out=z", "--epochs", "3"]
+    assert _command(argv) == "python -m training train --preset mnist-cdcgan --epochs 3"
+
+
+def test_progress_bar_names_the_dataset_not_its_path(tmp_path, monkeypatch, capsys):
+    data = fake_dataset(TrainConfig(**TINY), n=16)
+    data = type(data)(data.images, data.labels, data.class_names, "digits")
+    monkeypatch.setattr("training.train.load_dataset", lambda *a, **k: data)
+    cfg = TrainConfig(**{**TINY, "dataset": "idx:/a/long/path/digits.gz,/a/long/path/labels.gz"})
+    train(cfg, tmp_path)
+    err = capsys.readouterr().err
+    assert "train digits" in err and "/a/long/path" not in err
