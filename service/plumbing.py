@@ -207,6 +207,13 @@ def find_model(registry: Registry, name: str | None) -> Model:
     return registry.get(name)
 
 
+async def parse_for_model(request: Request, schema: type[BaseModel]) -> tuple[Any, Model, Settings]:
+    """A body that names a `model`: (the body, that model or the default, the settings)."""
+    body = await parse(request, schema)
+    registry, settings = state(request)
+    return body, find_model(registry, body.model), settings
+
+
 def check_label_range(k: int, labels, field: str) -> None:
     for i, lab in enumerate(labels):
         if lab >= k:

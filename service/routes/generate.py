@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import latent, metrics
 from ..errors import InvalidInput, limit_error
-from ..formats import Reply, negotiate
-from ..plumbing import ERRORS, body, check_label_range, find_model, parse, run_batched, state
+from ..formats import Format, Reply, negotiate
+from ..plumbing import ERRORS, body, check_label_range, parse_for_model, run_batched
 from ..registry import Model
 from ..schemas import (
     MAX_SEED,
@@ -152,6 +152,16 @@ def _combination(model: Model, body: ArithmeticRequest, st: Settings) -> tuple[n
     return latent.combine(groups, weights), label
 
 
+async def _run_generator(
+    request: Request, model: Model, z: np.ndarray, y: np.ndarray | None, offered: tuple[str, ...]
+) -> tuple[Format, list]:
+    """Run the latents (and labels) in the format `Accept` picks of those `offered`; count images."""
+    fmt = negotiate(request, offered)
+    items = await run_batched(request, model.generator, _feeds(model, z, y), fmt.post)
+    metrics.IMAGES_GENERATED.labels(model.name).inc(len(items))
+    return fmt, items
+
+
 # --- endpoints --------------------------------------------------------------------------------
 
 
@@ -159,9 +169,7 @@ def _combination(model: Model, body: ArithmeticRequest, st: Settings) -> tuple[n
 @body(GenerateRequest)
 async def generate(request: Request):
     """Sample images. Image i uses seed `seed + i` (or `seeds[i]`); `Accept: image/png` gives a grid."""
-    body = await parse(request, GenerateRequest)
-    registry, st = state(request)
-    model = find_model(registry, body.model)
+    body, model, st = await parse_for_model(request, GenerateRequest)
     seeds, base = _seeds(body, st)
     n, k = len(seeds), model.num_classes
     labels = _check_labels(model, body.labels, n)
@@ -172,9 +180,7 @@ async def generate(request: Request):
         z, drawn = latent.latents_for_seeds(*args)
     labels = labels if labels is not None else drawn
     y = latent.one_hot(labels, k) if model.conditional else None
-    fmt = negotiate(request, ("png",))
-    items = await run_batched(request, model.generator, _feeds(model, z, y), fmt.post)
-    metrics.IMAGES_GENERATED.labels(model.name).inc(n)
+    fmt, items = await _run_generator(request, model, z, y, ("png",))
 
     def as_json(items: list) -> dict:
         images = []
@@ -193,15 +199,11 @@ async def generate(request: Request):
 @body(InterpolateRequest)
 async def interpolate(request: Request):
     """Walk through keyframes (seeds or latents); `Accept: image/png` a strip, `image/gif` an animation."""
-    body = await parse(request, InterpolateRequest)
-    registry, st = state(request)
-    model = find_model(registry, body.model)
+    body, model, st = await parse_for_model(request, InterpolateRequest)
     points, labels = _keyframes(model, body, st)
     y_key = latent.one_hot(labels, model.num_classes) if model.conditional else None
     zs, ys, ts = latent.walk(points, body.steps, body.method, y_key)
-    fmt = negotiate(request, ("gif", "png"))
-    items = await run_batched(request, model.generator, _feeds(model, zs, ys), fmt.post)
-    metrics.IMAGES_GENERATED.labels(model.name).inc(len(items))
+    fmt, items = await _run_generator(request, model, zs, ys, ("gif", "png"))
 
     def as_json(items: list) -> dict:
         frames = []
@@ -220,9 +222,7 @@ async def interpolate(request: Request):
 @body(ArithmeticRequest)
 async def arithmetic(request: Request):
     """sum_i weight_i * mean(latents of term i), plus `neighbors` noisy variants (DCGAN fig. 7)."""
-    body = await parse(request, ArithmeticRequest)
-    registry, st = state(request)
-    model = find_model(registry, body.model)
+    body, model, st = await parse_for_model(request, ArithmeticRequest)
     result, label = _combination(model, body, st)
     seed = None
     zs = result[None, :]
@@ -230,9 +230,7 @@ async def arithmetic(request: Request):
         seed = body.seed if body.seed is not None else _random_seed()
         zs = np.concatenate([zs, latent.neighbours(result, body.neighbors, body.noise_scale, seed)])
     y = latent.one_hot([label] * len(zs), model.num_classes) if model.conditional else None
-    fmt = negotiate(request, ("png",))
-    items = await run_batched(request, model.generator, _feeds(model, zs, y), fmt.post)
-    metrics.IMAGES_GENERATED.labels(model.name).inc(len(items))
+    fmt, items = await _run_generator(request, model, zs, y, ("png",))
 
     def as_json(items: list) -> dict:
         pairs = [{"image": img, "latent": zs[i].tolist()} for i, img in enumerate(items)]
