@@ -193,7 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type", "Accept"],
-            expose_headers=["X-Request-ID", "Retry-After", "X-Seed"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Seed", "X-Seeds", "X-Labels", "X-Label"],
         )
     app.add_middleware(ServiceMiddleware, fastapi_app=app)
     return app

@@ -7,6 +7,7 @@ Why one module: handlers, the batcher and the registry raise these; exactly one 
     ├── InvalidInput          (422: bad value or a limit exceeded; names `field` and `limit`)
     ├── PayloadTooLarge       (413: body over the upload limit)
     ├── ModelNotFound         (404)
+    ├── NotAcceptable         (406: `Accept` lists no format the endpoint produces)
     ├── ModelUnavailable      (503: the model exists but failed to load)
     ├── Overloaded            (503 + Retry-After: the queue is full, or too many requests in flight)
     ├── ShuttingDown          (503 + Retry-After: draining)
@@ -40,6 +41,10 @@ class PayloadTooLarge(ServiceError):
 
 class ModelNotFound(ServiceError):
     code = "model_not_found"
+
+
+class NotAcceptable(ServiceError):
+    code = "not_acceptable"
 
 
 class ModelUnavailable(ServiceError):

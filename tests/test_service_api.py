@@ -95,14 +95,19 @@ def test_generate_png_grid(client):
         ("/generate", "image/png", "image/png"),
         ("/generate", "application/json, image/png", "image/png"),  # a substring test, not q-values
         ("/generate", "*/*", "application/json"),
-        ("/generate", "image/*", "application/json"),
-        ("/generate", "image/gif", "application/json"),  # /generate offers no GIF
+        ("/generate", "image/*", "application/json"),  # a wildcard allows the default
+        ("/generate", "image/gif", 406),  # /generate offers no GIF, and the client takes nothing else
+        ("/generate", "image/gif, application/json;q=0.5", "application/json"),
         ("/generate", "", "application/json"),
+        ("/generate", "text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),  # a browser
+        ("/generate", "application/x-npy", "application/x-npy"),
         ("/interpolate", "image/png, image/gif", "image/gif"),  # the route's order, not the client's
         ("/interpolate", "image/png", "image/png"),
-        ("/interpolate", "text/html", "application/json"),
-        ("/arithmetic", "image/gif", "application/json"),
+        ("/interpolate", "application/x-npy", "application/x-npy"),
+        ("/interpolate", "text/html", 406),
+        ("/arithmetic", "image/gif", 406),
         ("/arithmetic", "image/png", "image/png"),
+        ("/arithmetic", "application/x-npy", "application/x-npy"),
     ],
 )
 def test_the_reply_format_follows_accept(client, path, accept, media_type):
@@ -112,11 +117,62 @@ def test_the_reply_format_follows_accept(client, path, accept, media_type):
         "/arithmetic": {"terms": [{"seeds": [1]}], "neighbors": 1, "seed": 0},
     }[path]
     r = client.post(path, json=body, headers={"Accept": accept})
+    if media_type == 406:
+        assert_error(r, 406, field="accept", text=repr(accept))
+        assert r.json()["error"] == "not_acceptable" and "application/json" in r.json()["detail"]
+        return
     assert r.status_code == 200 and r.headers["content-type"] == media_type, r.headers
     if media_type == "application/json":
         assert "x-seed" not in r.headers and r.json()["model"] == "tiny-cgan"
+    elif media_type == "application/x-npy":
+        arr = np.load(io.BytesIO(r.content), allow_pickle=False)
+        assert arr.dtype == np.uint8 and arr.shape[1:] == (8, 8)
     else:
         assert Image.open(io.BytesIO(r.content)).format == media_type.split("/")[1].upper()
+
+
+def test_generate_npy_reply_is_the_json_reply_as_one_array(client, model_root):
+    """`Accept: application/x-npy`: uint8 (n, h, w) with the same pixels as the JSON reply's PNGs,
+    the seeds and labels in headers; an unconditional model has no X-Labels."""
+    body = {"n": 5, "seed": 40, "labels": [0, 1, 2, 0, 1]}
+    r = client.post("/generate", json=body, headers={"Accept": "application/x-npy"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-npy"
+    arr = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert arr.dtype == np.uint8 and arr.shape == (5, 8, 8)
+    assert r.headers["x-seeds"] == "40,41,42,43,44" and r.headers["x-labels"] == "0,1,2,0,1"
+    assert r.headers["x-seed"] == "40"
+    as_json = client.post("/generate", json=body).json()["images"]
+    np.testing.assert_array_equal(arr, np.stack([pixels(i["image"]) for i in as_json]))
+    np.testing.assert_array_equal(arr, expected(model_root, "tiny-cgan", range(40, 45), [0, 1, 2, 0, 1]))
+    drawn = client.post("/generate", json={"seeds": [7, 3]}, headers={"Accept": "application/x-npy"})
+    labels = [i["label"] for i in client.post("/generate", json={"seeds": [7, 3]}).json()["images"]]
+    assert drawn.headers["x-seeds"] == "7,3" and drawn.headers["x-labels"] == ",".join(map(str, labels))
+    r = client.post("/generate", json={"model": "tiny-gan", "n": 2}, headers={"Accept": "application/x-npy"})
+    assert "x-labels" not in r.headers and len(r.headers["x-seeds"].split(",")) == 2
+    assert np.load(io.BytesIO(r.content)).shape == (2, 8, 8)
+
+
+def test_arithmetic_npy_reply_holds_the_result_then_the_neighbours(client):
+    body = {"terms": [{"seeds": [1, 2]}], "neighbors": 3, "seed": 9, "label": 2}
+    r = client.post("/arithmetic", json=body, headers={"Accept": "application/x-npy"})
+    arr = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert arr.shape == (4, 8, 8) and r.headers["x-label"] == "2" and r.headers["x-seed"] == "9"
+    j = client.post("/arithmetic", json=body).json()
+    want = [pixels(j["result"]["image"])] + [pixels(n["image"]) for n in j["neighbors"]]
+    np.testing.assert_array_equal(arr, np.stack(want))
+
+
+def test_openapi_lists_the_binary_reply_types_and_the_406(client):
+    doc = client.get("/openapi.json").json()
+    for path, media in (
+        ("/generate", {"application/json", "image/png", "application/x-npy"}),
+        ("/interpolate", {"application/json", "image/png", "image/gif", "application/x-npy"}),
+        ("/arithmetic", {"application/json", "image/png", "application/x-npy"}),
+    ):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert set(responses["200"]["content"]) == media, path
+        assert "406" in responses
+    assert {"X-Seeds", "X-Labels"} <= set(doc["paths"]["/generate"]["post"]["responses"]["200"]["headers"])
 
 
 @pytest.mark.parametrize(

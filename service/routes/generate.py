@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import latent, metrics
 from ..errors import InvalidInput, limit_error
-from ..formats import Format, Reply, negotiate
+from ..formats import Format, Reply, negotiate, openapi_responses
 from ..plumbing import ERRORS, body, check_label_range, parse_for_model, run_batched
 from ..registry import Model
 from ..schemas import (
@@ -152,24 +152,39 @@ def _combination(model: Model, body: ArithmeticRequest, st: Settings) -> tuple[n
     return latent.combine(groups, weights), label
 
 
+def _csv(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
 async def _run_generator(
-    request: Request, model: Model, z: np.ndarray, y: np.ndarray | None, offered: tuple[str, ...]
-) -> tuple[Format, list]:
-    """Run the latents (and labels) in the format `Accept` picks of those `offered`; count images."""
-    fmt = negotiate(request, offered)
+    request: Request, model: Model, z: np.ndarray, y: np.ndarray | None, fmt: Format
+) -> list:
+    """Run the latents (and labels) through the generator in `fmt`; count the images."""
     items = await run_batched(request, model.generator, _feeds(model, z, y), fmt.post)
     metrics.IMAGES_GENERATED.labels(model.name).inc(len(items))
-    return fmt, items
+    return items
 
 
 # --- endpoints --------------------------------------------------------------------------------
 
 
-@router.post("/generate", response_model=GenerateResponse)
+GENERATE_FORMATS = ("png", "npy")
+SEED_HEADERS = {
+    "X-Seed": "the base seed (or the first seed)",
+    "X-Seeds": "the seed of each image, comma-separated",
+    "X-Labels": "the label of each image, comma-separated (conditional models)",
+}
+
+
+@router.post(
+    "/generate", response_model=GenerateResponse, responses=openapi_responses(GENERATE_FORMATS, SEED_HEADERS)
+)
 @body(GenerateRequest)
 async def generate(request: Request):
-    """Sample images. Image i uses seed `seed + i` (or `seeds[i]`); `Accept: image/png` gives a grid."""
+    """Sample images. Image i uses seed `seed + i` (or `seeds[i]`); `Accept: image/png` gives a grid,
+    `Accept: application/x-npy` one uint8 array (seeds and labels in the X-Seeds and X-Labels headers)."""
     body, model, st = await parse_for_model(request, GenerateRequest)
+    fmt = negotiate(request, GENERATE_FORMATS)
     seeds, base = _seeds(body, st)
     n, k = len(seeds), model.num_classes
     labels = _check_labels(model, body.labels, n)
@@ -180,7 +195,7 @@ async def generate(request: Request):
         z, drawn = latent.latents_for_seeds(*args)
     labels = labels if labels is not None else drawn
     y = latent.one_hot(labels, k) if model.conditional else None
-    fmt, items = await _run_generator(request, model, z, y, ("png",))
+    items = await _run_generator(request, model, z, y, fmt)
 
     def as_json(items: list) -> dict:
         images = []
@@ -191,19 +206,28 @@ async def generate(request: Request):
             images.append(img)
         return {"model": model.name, "seed": base, "images": images}
 
-    x_seed = {"X-Seed": str(base if base is not None else seeds[0])}
-    return await fmt.render(items, Reply(as_json, layout="grid", headers=x_seed))
+    made = {"X-Seed": str(base if base is not None else seeds[0]), "X-Seeds": _csv(seeds)}
+    if labels is not None:
+        made["X-Labels"] = _csv(labels)
+    return await fmt.render(items, Reply(as_json, layout="grid", headers=made))
 
 
-@router.post("/interpolate", response_model=InterpolateResponse)
+INTERPOLATE_FORMATS = ("gif", "png", "npy")
+
+
+@router.post(
+    "/interpolate", response_model=InterpolateResponse, responses=openapi_responses(INTERPOLATE_FORMATS)
+)
 @body(InterpolateRequest)
 async def interpolate(request: Request):
-    """Walk through keyframes (seeds or latents); `Accept: image/png` a strip, `image/gif` an animation."""
+    """Walk through keyframes (seeds or latents); `Accept: image/png` a strip, `image/gif` an animation,
+    `application/x-npy` the frames as one uint8 array."""
     body, model, st = await parse_for_model(request, InterpolateRequest)
+    fmt = negotiate(request, INTERPOLATE_FORMATS)
     points, labels = _keyframes(model, body, st)
     y_key = latent.one_hot(labels, model.num_classes) if model.conditional else None
     zs, ys, ts = latent.walk(points, body.steps, body.method, y_key)
-    fmt, items = await _run_generator(request, model, zs, ys, ("gif", "png"))
+    items = await _run_generator(request, model, zs, ys, fmt)
 
     def as_json(items: list) -> dict:
         frames = []
@@ -218,11 +242,24 @@ async def interpolate(request: Request):
     return await fmt.render(items, Reply(as_json, duration_ms=body.duration_ms))
 
 
-@router.post("/arithmetic", response_model=ArithmeticResponse)
+ARITHMETIC_FORMATS = ("png", "npy")
+ARITHMETIC_HEADERS = {
+    "X-Label": "the label of every image (conditional models)",
+    "X-Seed": "the seed of the neighbours' noise",
+}
+
+
+@router.post(
+    "/arithmetic",
+    response_model=ArithmeticResponse,
+    responses=openapi_responses(ARITHMETIC_FORMATS, ARITHMETIC_HEADERS),
+)
 @body(ArithmeticRequest)
 async def arithmetic(request: Request):
-    """sum_i weight_i * mean(latents of term i), plus `neighbors` noisy variants (DCGAN fig. 7)."""
+    """sum_i weight_i * mean(latents of term i), plus `neighbors` noisy variants (DCGAN fig. 7);
+    binary replies (`image/png`, `application/x-npy`) hold the result first, then the neighbours."""
     body, model, st = await parse_for_model(request, ArithmeticRequest)
+    fmt = negotiate(request, ARITHMETIC_FORMATS)
     result, label = _combination(model, body, st)
     seed = None
     zs = result[None, :]
@@ -230,10 +267,11 @@ async def arithmetic(request: Request):
         seed = body.seed if body.seed is not None else _random_seed()
         zs = np.concatenate([zs, latent.neighbours(result, body.neighbors, body.noise_scale, seed)])
     y = latent.one_hot([label] * len(zs), model.num_classes) if model.conditional else None
-    fmt, items = await _run_generator(request, model, zs, y, ("png",))
+    items = await _run_generator(request, model, zs, y, fmt)
 
     def as_json(items: list) -> dict:
         pairs = [{"image": img, "latent": zs[i].tolist()} for i, img in enumerate(items)]
         return {"model": model.name, "label": label, "seed": seed, "result": pairs[0], "neighbors": pairs[1:]}
 
-    return await fmt.render(items, Reply(as_json))
+    made = {k: str(v) for k, v in (("X-Label", label), ("X-Seed", seed)) if v is not None}
+    return await fmt.render(items, Reply(as_json, headers=made or None))
