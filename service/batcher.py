@@ -130,6 +130,7 @@ class Batcher:
         inference_threads: int = 2,
         timeout_s: float = 10.0,
         model: str | None = None,
+        version: str = "",
         clock: Callable[[], float] = time.monotonic,
     ):
         _check_positive(
@@ -149,12 +150,12 @@ class Batcher:
         self.timeout_s = timeout_s
         self.clock = clock
         model = model or name
-        self._m_depth = metrics.QUEUE_DEPTH.labels(model)
-        self._m_queue = metrics.QUEUE_SECONDS.labels(model)
-        self._m_batch = metrics.BATCH_SIZE.labels(model)
-        self._m_infer = metrics.INFERENCE_SECONDS.labels(model)
+        self._m_depth = metrics.QUEUE_DEPTH.labels(model, version)
+        self._m_queue = metrics.QUEUE_SECONDS.labels(model, version)
+        self._m_batch = metrics.BATCH_SIZE.labels(model, version)
+        self._m_infer = metrics.INFERENCE_SECONDS.labels(model, version)
         self._m_rejected = {
-            r: metrics.REJECTED.labels(model, r) for r in ("overloaded", "deadline", "cancelled")
+            r: metrics.REJECTED.labels(model, version, r) for r in ("overloaded", "deadline", "cancelled")
         }
         # Loop-independent state (asyncio primitives bind to a loop on first use, not here).
         self._queue: deque[Entry] = deque()

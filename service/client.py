@@ -3,6 +3,8 @@
     with GanClient("http://127.0.0.1:8000") as gan:
         sevens = gan.generate(labels=7, n=16, seed=1)
         sevens.save_grid("sevens.png")
+        batch = gan.generate_array(labels=7, n=256, seed=1)  # one uint8 array, no PNG work
+        batch.images.shape  # (256, 28, 28)
         walk = gan.interpolate(keyframes=[{"seed": 1, "label": 3}, {"seed": 2, "label": 8}], steps=16)
         walk.save_gif("walk.gif")
 
@@ -72,6 +74,7 @@ __all__ = [
     "GanClient",
     "GanServeError",
     "Image",
+    "ImageArray",
     "ImageSet",
     "ModelUnavailable",
     "NotFound",
@@ -258,6 +261,18 @@ class ImageSet:
 
 
 @dataclass
+class ImageArray:
+    """Images as one uint8 array (the service's `application/x-npy` reply) and what made them."""
+
+    images: np.ndarray  # uint8 [N, H, W] for one channel, else [N, H, W, C]
+    seeds: list[int] | None = None
+    labels: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
 class ArithmeticResult:
     model: str
     result: Image
@@ -273,6 +288,10 @@ class _Call:
     method: str
     path: str
     json: dict | None = None
+    accept: str | None = None  # the reply format (default: JSON)
+
+
+NPY = "application/x-npy"
 
 
 def _b64png(png: str) -> bytes:
@@ -329,8 +348,8 @@ class _BaseClient:
             loc = ".".join(str(p) for p in first["loc"])
             raise BadRequest(422, f"{loc}: {first['msg']}", code="invalid_input", field=loc) from exc
 
-    def _generate_call(self, **kw) -> _Call:
-        return _Call("POST", "/generate", json=self._body(GenerateRequest, **kw))
+    def _generate_call(self, accept: str | None = None, **kw) -> _Call:
+        return _Call("POST", "/generate", json=self._body(GenerateRequest, **kw), accept=accept)
 
     def _interpolate_call(self, **kw) -> _Call:
         return _Call("POST", "/interpolate", json=self._body(InterpolateRequest, **kw))
@@ -394,6 +413,20 @@ class _BaseClient:
         return self._images(r.model, r.frames)
 
     @staticmethod
+    def _decode_array(response: httpx.Response) -> ImageArray:
+        """An `application/x-npy` reply: the array, seeds and labels from X-Seeds and X-Labels."""
+        ctype = response.headers.get("content-type", "")
+        if not ctype.startswith(NPY):
+            raise ServerError(response.status_code, f"expected {NPY}, got {ctype or 'no content type'}")
+        images = np.load(io.BytesIO(response.content), allow_pickle=False)
+
+        def ints(header: str) -> list[int] | None:
+            value = response.headers.get(header)
+            return [int(v) for v in value.split(",")] if value else None
+
+        return ImageArray(images, ints("x-seeds"), ints("x-labels"))
+
+    @staticmethod
     def _decode_arithmetic(response: httpx.Response) -> ArithmeticResult:
         r = ArithmeticResponse.model_validate_json(response.content)
         neighbors = [Image(_b64png(n.image), latent=_latent(n.latent), label=r.label) for n in r.neighbors]
@@ -419,7 +452,10 @@ class _BaseClient:
         return delay
 
     def _request_kwargs(self, call: _Call) -> dict:
-        return {"method": call.method, "url": call.path, "json": call.json}
+        kwargs = {"method": call.method, "url": call.path, "json": call.json}
+        if call.accept:
+            kwargs["headers"] = {"Accept": call.accept}
+        return kwargs
 
 
 class _ConnectError(TransportError):
@@ -525,6 +561,22 @@ class GanClient(_BaseClient):
             return_latents=return_latents,
         )  # fmt: skip
         return self._decode_generate(self._send(call))
+
+    def generate_array(
+        self,
+        *,
+        model: str | None = None,
+        n: int | None = None,
+        seeds: list[int] | None = None,
+        seed: int | None = None,
+        labels: int | list[int] | None = None,
+        truncation: float | None = None,
+    ) -> ImageArray:
+        """Like `generate`, as one uint8 array (`Accept: application/x-npy`): no PNG either side."""
+        call = self._generate_call(
+            NPY, model=model, n=n, seeds=seeds, seed=seed, labels=labels, truncation=truncation
+        )
+        return self._decode_array(self._send(call))
 
     def interpolate(
         self,
@@ -646,6 +698,21 @@ class AsyncGanClient(_BaseClient):
             return_latents=return_latents,
         )  # fmt: skip
         return self._decode_generate(await self._send(call))
+
+    async def generate_array(
+        self,
+        *,
+        model: str | None = None,
+        n: int | None = None,
+        seeds: list[int] | None = None,
+        seed: int | None = None,
+        labels: int | list[int] | None = None,
+        truncation: float | None = None,
+    ) -> ImageArray:
+        call = self._generate_call(
+            NPY, model=model, n=n, seeds=seeds, seed=seed, labels=labels, truncation=truncation
+        )
+        return self._decode_array(await self._send(call))
 
     async def interpolate(
         self,

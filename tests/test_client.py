@@ -250,6 +250,9 @@ async def test_async_client_mirrors_the_sync_one(app):
             assert len(arith.neighbors) == 1
             scored = await g.score([result[0]])
             assert scored.set.n == 1
+            raw = await g.generate_array(n=3, seed=10, labels=2)
+            assert raw.seeds == [10, 11, 12] and raw.labels == [2, 2, 2]
+            np.testing.assert_array_equal(raw.images, result.arrays)
             assert (await g.models()).default == "tiny-cgan"
             assert (await g.model("tiny-cgan")).kind == "conditional"
             assert (await g.health()).status == "ok" and (await g.ready()).ready
@@ -273,6 +276,19 @@ async def test_async_retry_on_503():
     async with AsyncGanClient("http://x", transport=transport, retries=3, backoff=0.001) as g:
         assert (await g.health()).status == "ok"
     assert transport.calls == 3
+
+
+def test_generate_array_is_one_uint8_array_with_seeds_and_labels(gan):
+    """`Accept: application/x-npy`: the same pixels as the PNG images, seeds and labels from headers."""
+    raw = gan.generate_array(n=5, seed=20)
+    pngs = gan.generate(n=5, seed=20)
+    assert raw.images.dtype == np.uint8 and raw.images.shape == (5, 8, 8) and len(raw) == 5
+    np.testing.assert_array_equal(raw.images, pngs.arrays)
+    assert raw.seeds == [20, 21, 22, 23, 24] and raw.labels == [img.label for img in pngs]
+    plain = gan.generate_array(model="tiny-gan", seeds=[3, 1])
+    assert plain.seeds == [3, 1] and plain.labels is None
+    with pytest.raises(BadRequest):
+        gan.generate_array(n=0)
 
 
 def test_against_a_real_uvicorn(live_server):

@@ -511,7 +511,7 @@ def test_no_models_starts_and_is_not_ready(tmp_path, make_settings):
 
 
 def test_metrics_appear_and_move(client):
-    before = metric("ganserve_images_generated_total", model="tiny-cgan")
+    before = metric("ganserve_images_generated_total", model="tiny-cgan", version="1")
     reqs = metric("ganserve_requests_total", endpoint="/generate", method="POST", status="200")
     client.post("/generate", json={"n": 3})
     client.post("/generate", json={"n": 999})
@@ -524,13 +524,13 @@ def test_metrics_appear_and_move(client):
         "ganserve_queue_seconds_bucket",
         "ganserve_batch_size_bucket",
         "ganserve_inference_seconds_bucket",
-        'ganserve_model_info{kind="conditional",model="tiny-cgan",provider="CPUExecutionProvider"} 1.0',
+        'ganserve_model_info{kind="conditional",model="tiny-cgan",provider="CPUExecutionProvider",version="1"} 1.0',
     ):
         assert name in text, name
-    assert metric("ganserve_images_generated_total", model="tiny-cgan") == before + 3
+    assert metric("ganserve_images_generated_total", model="tiny-cgan", version="1") == before + 3
     assert metric("ganserve_requests_total", endpoint="/generate", method="POST", status="200") == reqs + 1
     assert metric("ganserve_requests_total", endpoint="/generate", method="POST", status="422") >= 1
-    assert metric("ganserve_batch_size_count", model="tiny-cgan") > 0
+    assert metric("ganserve_batch_size_count", model="tiny-cgan", version="1") > 0
 
 
 # --- batching behaviour through the API --------------------------------------------------------
@@ -613,13 +613,13 @@ async def test_full_queue_gives_503_with_retry_after_and_expired_requests_504(ma
             await asyncio.sleep(0.05)
             queued = asyncio.ensure_future(c.post("/generate", json={"n": 4}))  # fills the queue
             await asyncio.sleep(0.05)
-            before = metric("ganserve_rejected_total", model="tiny-cgan", reason="overloaded")
+            before = metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="overloaded")
             r = await c.post("/generate", json={"n": 1})
             assert (
                 r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"] == "overloaded"
             )
             assert set(r.json()) == ERROR_KEYS and r.json()["limit"] == 4  # as the in-flight refusal
-            assert metric("ganserve_rejected_total", model="tiny-cgan", reason="overloaded") == before + 1
+            assert metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="overloaded") == before + 1
             await asyncio.sleep(0.3)  # the queued request's deadline passes
             gate.open.set()
             assert (await first).status_code == 200
@@ -643,13 +643,13 @@ async def test_requests_over_the_in_flight_bound_get_503_before_any_work(make_se
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             held = [asyncio.ensure_future(c.post("/generate", json={"n": 1})) for _ in range(2)]
             await asyncio.sleep(0.05)
-            before = metric("ganserve_rejected_total", model="", reason="inflight")
+            before = metric("ganserve_rejected_total", model="", version="", reason="inflight")
             r = await c.post("/generate", json={"n": 1})
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert (
                 r.json()["error"] == "overloaded" and r.json()["limit"] == 2 and set(r.json()) == ERROR_KEYS
             )
-            assert metric("ganserve_rejected_total", model="", reason="inflight") == before + 1
+            assert metric("ganserve_rejected_total", model="", version="", reason="inflight") == before + 1
             assert r.json()["request_id"] == r.headers["x-request-id"] != ""
             assert (await c.get("/healthz")).status_code == 200  # GETs are never bounded
             gate.open.set()
@@ -677,7 +677,7 @@ async def _disconnect_scenario(app):
     blocker = asyncio.ensure_future(async_client.post("/generate", json={"n": 1}))
     blocker2 = asyncio.ensure_future(async_client.post("/generate", json={"n": 1}))
     await asyncio.sleep(0.05)
-    cancelled_before = metric("ganserve_rejected_total", model="tiny-cgan", reason="cancelled")
+    cancelled_before = metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="cancelled")
 
     sent = []
     disconnect = asyncio.Event()
@@ -716,7 +716,7 @@ async def _disconnect_scenario(app):
     await blocker
     await blocker2
     assert 5 not in gate.rows and sum(gate.rows) == 2
-    assert metric("ganserve_rejected_total", model="tiny-cgan", reason="cancelled") == cancelled_before + 1
+    assert metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="cancelled") == cancelled_before + 1
 
 
 @pytest.mark.anyio
@@ -737,10 +737,10 @@ async def test_shutdown_finishes_queued_requests_and_rejects_new_ones(make_setti
         await asyncio.sleep(0.05)
         stopping = asyncio.ensure_future(ctx.__aexit__(None, None, None))
         await asyncio.sleep(0.05)
-        before = metric("ganserve_rejected_total", model="", reason="shutting_down")
+        before = metric("ganserve_rejected_total", model="", version="", reason="shutting_down")
         r = await c.post("/generate", json={"n": 1})
         assert r.status_code == 503 and "retry-after" in r.headers and r.json()["error"] == "shutting_down"
-        assert metric("ganserve_rejected_total", model="", reason="shutting_down") == before + 1
+        assert metric("ganserve_rejected_total", model="", version="", reason="shutting_down") == before + 1
         assert (await c.get("/readyz")).status_code == 503
         gate.open.set()
         assert [x.status_code for x in await asyncio.gather(*inflight)] == [200] * 5

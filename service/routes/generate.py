@@ -161,7 +161,7 @@ async def _run_generator(
 ) -> list:
     """Run the latents (and labels) through the generator in `fmt`; count the images."""
     items = await run_batched(request, model.generator, _feeds(model, z, y), fmt.post)
-    metrics.IMAGES_GENERATED.labels(model.name).inc(len(items))
+    metrics.IMAGES_GENERATED.labels(model.name, model.version).inc(len(items))
     return items
 
 
