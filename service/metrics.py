@@ -4,7 +4,8 @@ Why one module: a Grafana dashboard is written against these exact names; every 
 imports the objects from here. Stages of a request each have their own metric: admission
 (`rejected_total`: the in-flight bound and draining in the middleware, a full queue in the
 batcher), queue (`queue_depth`, `queue_seconds`), inference (`batch_size`, `inference_seconds`),
-HTTP (`requests_total`, `request_seconds`).
+HTTP (`requests_total`, `request_seconds`). Every metric with a `model` label has a `version`
+label too (the model directory's version, "1" for the flat layout), so a rollout shows both.
 """
 
 from __future__ import annotations
@@ -39,30 +40,36 @@ REQUESTS = Counter(
 REQUEST_SECONDS = Histogram(
     "ganserve_request_seconds", "HTTP request latency in seconds", ["endpoint"], buckets=_LATENCY_BUCKETS
 )
-IMAGES_GENERATED = Counter("ganserve_images_generated_total", "Images produced by a generator", ["model"])
-QUEUE_DEPTH = Gauge("ganserve_queue_depth", "Rows waiting in the batcher queue", ["model"])
+IMAGES_GENERATED = Counter(
+    "ganserve_images_generated_total", "Images produced by a generator", ["model", "version"]
+)
+QUEUE_DEPTH = Gauge("ganserve_queue_depth", "Rows waiting in the batcher queue", ["model", "version"])
 QUEUE_SECONDS = Histogram(
     "ganserve_queue_seconds",
     "Seconds a request waited before its inference call",
-    ["model"],
+    ["model", "version"],
     buckets=_LATENCY_BUCKETS,
 )
-BATCH_SIZE = Histogram("ganserve_batch_size", "Rows per inference call", ["model"], buckets=_BATCH_BUCKETS)
+BATCH_SIZE = Histogram(
+    "ganserve_batch_size", "Rows per inference call", ["model", "version"], buckets=_BATCH_BUCKETS
+)
 INFERENCE_SECONDS = Histogram(
     "ganserve_inference_seconds",
     "Seconds per inference call (with output encoding)",
-    ["model"],
+    ["model", "version"],
     buckets=_LATENCY_BUCKETS,
 )
 REJECTED = Counter(
     "ganserve_rejected_total",
     "Requests rejected or dropped, by reason: in a model's batcher overloaded (queue full), deadline, "
-    'cancelled; at admission, before a body names a model (model=""), inflight and shutting_down',
-    ["model", "reason"],
+    'cancelled; at admission, before a body names a model (model="", version=""), inflight and shutting_down',
+    ["model", "version", "reason"],
 )
 # Admission (service.app's middleware) answers before any body is read: no model to name.
-ADMISSION_REJECTED = {reason: REJECTED.labels("", reason) for reason in ("inflight", "shutting_down")}
-MODEL_INFO = Gauge("ganserve_model_info", "Loaded models (value 1)", ["model", "provider", "kind"])
+ADMISSION_REJECTED = {reason: REJECTED.labels("", "", reason) for reason in ("inflight", "shutting_down")}
+MODEL_INFO = Gauge(
+    "ganserve_model_info", "Served models, every version (value 1)", ["model", "version", "provider", "kind"]
+)
 
 
 def render() -> tuple[bytes, str]:

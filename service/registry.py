@@ -10,8 +10,10 @@ Lifecycle, one model at a time: `load` (blocking: read, check, open sessions, wa
 `Model.start` (its batchers, inside the event loop) -> served (`Registry.models`) ->
 `Model.close` (drain). `Registry.swap` replaces a served model atomically: the new one starts,
 takes the name, then the old one drains, so a rollout needs no restart and loses no request.
-Models are keyed by (name, version) so that Triton's versioned layout (`models/<name>/<version>/`)
-can join the flat one (`models/<name>/`, version "1").
+Models are keyed by (name, version): Triton's versioned layout (`models/<name>/<version>/`, whole
+numbers) beside the flat one (`models/<name>/`, version "1"). Every loaded version is served; the
+newest is the name's default. `Registry.reload` discovers the directory again: new versions load
+and serve, versions whose folder is gone retire and drain (SIGHUP and POST /admin/reload call it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,11 @@ from .settings import PREFERRED_DEFAULT_MODEL, Settings
 log = logging.getLogger(__name__)
 
 FLAT_VERSION = "1"  # the one version of a flat `models/<name>/` directory (Triton numbers from 1)
+VERSION_FOLDER = re.compile(r"^(0|[1-9][0-9]{0,17})$")  # models/<name>/<version>/: a whole number
+# A request holds the model it looked up for a moment before its rows join the model's queue (the
+# latents for up to max_images seeds: milliseconds). A model a reload retires stays open this long
+# after it stops being served, so those requests still run; then it drains.
+RETIRE_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,12 +126,25 @@ class Model:
 
 
 @dataclass
+class Reload:
+    """What one `Registry.reload` did, by model key (`name@version`)."""
+
+    loaded: list[str] = field(default_factory=list)  # new keys, now served
+    replaced: list[str] = field(default_factory=list)  # served keys whose model.json changed
+    retired: list[str] = field(default_factory=list)  # served keys whose folder is gone
+    failed: dict[str, str] = field(default_factory=dict)  # key -> why (a served old one stays)
+    unchanged: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Registry:
     settings: Settings
-    models: dict[str, Model] = field(default_factory=dict)  # name -> the model served under it
-    failed: dict[str, str] = field(default_factory=dict)  # name -> why it did not load
+    models: dict[str, Model] = field(default_factory=dict)  # name -> its default (newest) version
+    versions: dict[str, dict[str, Model]] = field(default_factory=dict)  # name -> version -> model
+    failed: dict[str, str] = field(default_factory=dict)  # name -> why no version of it loaded
     loaded: bool = False
     _providers: list | None = field(default=None, repr=False)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property
     def default_name(self) -> str | None:
@@ -134,20 +155,35 @@ class Registry:
             return PREFERRED_DEFAULT_MODEL
         return min(self.models) if self.models else None
 
-    def get(self, name: str | None) -> Model:
+    def get(self, name: str | None, version: str | None = None) -> Model:
+        """The model served as `name` (default: the default model), at `version` (default: the
+        newest served). Raises ModelNotFound, or ModelUnavailable for a model that failed to load."""
         if name is None:
             name = self.default_name
             if name is None:
                 raise ModelNotFound("no model is loaded (see GET /models)", field="model")
-        if name in self.models:
+        served = self.versions.get(name)
+        if served is None:
+            if name in self.failed:
+                raise ModelUnavailable(f"model {name!r} failed to load: {self.failed[name]}", field="model")
+            raise ModelNotFound(f"unknown model {name!r}; see GET /models", field="model")
+        if version is None:
             return self.models[name]
-        if name in self.failed:
-            raise ModelUnavailable(f"model {name!r} failed to load: {self.failed[name]}", field="model")
-        raise ModelNotFound(f"unknown model {name!r}; see GET /models", field="model")
+        model = served.get(canonical_version(version))
+        if model is None:
+            raise ModelNotFound(
+                f"version: model {name!r} has no version {version!r} (served: {', '.join(served)})",
+                field="version",
+            )
+        return model
 
     @property
     def ready(self) -> bool:
         return self.loaded and bool(self.models) and not self.failed
+
+    def served(self) -> list[Model]:
+        """Every served model, every version."""
+        return [m for vs in self.versions.values() for m in vs.values()]
 
     # --- one model ------------------------------------------------------------------------------
 
@@ -162,13 +198,27 @@ class Registry:
         return self._providers
 
     def discover(self) -> list[tuple[ModelKey, Path]]:
-        """The model directories under `models_dir` (flat layout: one folder per model)."""
+        """The model directories under `models_dir`, by key: a folder holding model.json is one
+        model (version 1, the flat layout); a folder of integer-named folders is one model version
+        per folder (Triton's layout, `models/<name>/<version>/`). A folder with neither is listed
+        as version 1, so that loading it fails and says why."""
         root = Path(self.settings.models_dir)
         if not root.is_dir():
             log.warning("models directory %s does not exist: serving no models", root)
             return []
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-        return [(ModelKey(p.name), p) for p in folders]
+        found = []
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+            subs = [] if (folder / CARD_FILE).is_file() else [p for p in folder.iterdir() if p.is_dir()]
+            versions = sorted((p for p in subs if VERSION_FOLDER.match(p.name)), key=lambda p: int(p.name))
+            for odd in sorted(p.name for p in subs if not VERSION_FOLDER.match(p.name)):
+                log.warning(
+                    "%s/%s: not a version folder (a whole number, no leading zero): ignored", folder.name, odd
+                )
+            if versions:
+                found += [(ModelKey(folder.name, p.name), p) for p in versions]
+            else:
+                found.append((ModelKey(folder.name), folder))
+        return found
 
     def load(self, key: ModelKey, path: Path) -> Model:
         """Validate, load and warm one model directory (blocking; call from a thread). Serves
@@ -181,37 +231,69 @@ class Registry:
             log.exception("model %s not loaded", key)
             raise ModelLoadError(f"{path.name}: {type(exc).__name__}: {exc}") from exc
 
-    async def swap(self, model: Model, drain_timeout_s: float) -> Model | None:
-        """Serve `model` under its name: start it, swap it in, then drain the model it replaced
-        (its queued and running batches finish). Returns the replaced model (closed) or None.
+    async def swap(self, model: Model, drain_timeout_s: float, grace_s: float = 0.0) -> Model | None:
+        """Serve `model` under its key (name and version): start it, swap it in, then drain the
+        model it replaced (its queued and running batches finish). Returns the replaced model
+        (closed) or None. Other versions of the name stay served; the newest is the default.
 
         A request that fetched the old model just before the swap and enqueues after its
-        batchers closed gets ShuttingDown (503, retryable)."""
+        batchers closed gets ShuttingDown (503, retryable); `grace_s` keeps the old one open that
+        long after the swap, for requests between their lookup and their enqueue (see `reload`)."""
         model.start()
-        old = self.models.get(model.name)
-        self._serve(model)  # one dict assignment on the event loop: a request sees old or new
-        if old is None or old is model:
+        old = self._serve(model)
+        if old is None:
             return None
-        if (old.provider, old.kind) != (model.provider, model.kind):
-            with contextlib.suppress(KeyError):
-                metrics.MODEL_INFO.remove(old.name, old.provider, old.kind)
-        await old.close(drain_timeout_s)
+        await self._retire([old], drain_timeout_s, grace_s)
         log.info("model %s replaced by %s (%s)", old.key, model.key, model.path)
         return old
 
-    async def remove(self, name: str, drain_timeout_s: float) -> Model | None:
-        """Stop serving `name` and drain it; returns the model or None if none was served."""
-        model = self.models.pop(name, None)
-        if model is not None:
-            with contextlib.suppress(KeyError):
-                metrics.MODEL_INFO.remove(model.name, model.provider, model.kind)
-            await model.close(drain_timeout_s)
-        return model
+    async def remove(self, key: ModelKey | str, drain_timeout_s: float, grace_s: float = 0.0) -> Model | None:
+        """Stop serving `key` (a name alone: every version of it) and drain it. Returns the model
+        removed (for a name, its default version; all are drained), or None if none was served."""
+        if isinstance(key, str):
+            gone = list(self.versions.get(key, {}).values())
+            removed = self.models.get(key)
+        else:
+            removed = self.versions.get(key.name, {}).get(key.version)
+            gone = [removed] if removed is not None else []
+        for model in gone:
+            self._unserve(model)
+        await self._retire(gone, drain_timeout_s, grace_s)
+        return removed
 
-    def _serve(self, model: Model) -> None:
-        self.models[model.name] = model
+    def _serve(self, model: Model) -> Model | None:
+        """Serve `model` (one step on the event loop: a request sees the old or the new one);
+        returns the model it replaced at the same key, if another."""
+        served = self.versions.setdefault(model.name, {})
+        old = served.get(model.version)
+        if old is not None and _info_labels(old) != _info_labels(model):
+            with contextlib.suppress(KeyError):
+                metrics.MODEL_INFO.remove(*_info_labels(old))
+        served[model.version] = model
+        self.versions[model.name] = dict(sorted(served.items(), key=lambda kv: int(kv[0])))
+        self.models[model.name] = next(reversed(self.versions[model.name].values()))
         self.failed.pop(model.name, None)
-        metrics.MODEL_INFO.labels(model.name, model.provider, model.kind).set(1)
+        metrics.MODEL_INFO.labels(*_info_labels(model)).set(1)
+        return old if old is not model else None
+
+    def _unserve(self, model: Model) -> None:
+        served = self.versions.get(model.name, {})
+        if served.get(model.version) is not model:
+            return
+        del served[model.version]
+        if served:
+            self.models[model.name] = next(reversed(served.values()))
+        else:
+            self.versions.pop(model.name, None)
+            self.models.pop(model.name, None)
+        with contextlib.suppress(KeyError):
+            metrics.MODEL_INFO.remove(*_info_labels(model))
+
+    @staticmethod
+    async def _retire(models: list[Model], drain_timeout_s: float, grace_s: float) -> None:
+        if models and grace_s > 0:
+            await asyncio.sleep(grace_s)
+        await asyncio.gather(*(m.close(drain_timeout_s) for m in models))
 
     # --- every model --------------------------------------------------------------------------
 
@@ -222,7 +304,8 @@ class Registry:
                 model = self.load(key, path)
             except ModelLoadError as exc:
                 log.error("model %s not loaded: %s", key, exc)
-                self.failed[key.name] = str(exc)
+                if key.name not in self.versions:
+                    self.failed[key.name] = str(exc)
             else:
                 self._serve(model)
                 log.info("model %s loaded (%s, %s)", model.key, model.kind, model.provider)
@@ -230,13 +313,75 @@ class Registry:
             log.warning("default model %r is not loaded", self.settings.default_model)
         self.loaded = True
 
+    async def reload(self, drain_timeout_s: float, grace_s: float = RETIRE_GRACE_S) -> Reload:
+        """Discover the model directory again: load new versions (and folders whose model.json
+        changed), serve them, retire the versions whose folder is gone, without failing a request.
+
+        The new models load in a thread while the old ones serve; each is swapped in as soon as it
+        is warm (the newest version becomes the default at once); the replaced and retired ones
+        stay open `grace_s`, then drain. A folder that fails to load changes nothing: what served
+        before serves on. One reload at a time (a second waits for the first)."""
+        async with self._reloading:
+            report = Reload()
+            found = await asyncio.to_thread(self.discover)
+            served = {m.key: m for m in self.served()}
+            old: list[Model] = []
+            for key, path in found:
+                current = served.get(key)
+                if current is not None and current.path == path and not _card_changed(current):
+                    report.unchanged.append(str(key))
+                    continue
+                try:
+                    model = await asyncio.to_thread(self.load, key, path)
+                except ModelLoadError as exc:
+                    log.error("reload: model %s not loaded: %s", key, exc)
+                    report.failed[str(key)] = str(exc)
+                    if key.name not in self.versions:
+                        self.failed[key.name] = str(exc)
+                    continue
+                model.start()
+                replaced = self._serve(model)
+                if replaced is not None:
+                    old.append(replaced)
+                (report.replaced if current is not None else report.loaded).append(str(key))
+            keys = {key for key, _ in found}
+            for key, model in served.items():
+                if key not in keys:
+                    self._unserve(model)
+                    old.append(model)
+                    report.retired.append(str(key))
+            names = {key.name for key in keys}
+            for name in [n for n in self.failed if n not in names or n in self.versions]:
+                del self.failed[name]
+            log.info("reload: %s", report)
+            await self._retire(old, drain_timeout_s, grace_s)
+            return report
+
     def start(self) -> None:
-        for model in list(self.models.values()):
+        for model in self.served():
             model.start()
 
     async def close(self, drain_timeout_s: float) -> None:
         """Drain every served model at once (one `drain_timeout_s` for all)."""
-        await asyncio.gather(*(m.close(drain_timeout_s) for m in list(self.models.values())))
+        await asyncio.gather(*(m.close(drain_timeout_s) for m in self.served()))
+
+
+def _info_labels(model: Model) -> tuple[str, str, str, str]:
+    return model.name, model.version, model.provider, model.kind
+
+
+def canonical_version(version: str) -> str:
+    """'007' -> '7': versions are whole numbers; their folders are written without leading zeros."""
+    return str(int(version)) if version.isdigit() else version
+
+
+def _card_changed(model: Model) -> bool:
+    """Whether the model's model.json on disk differs from the one it loaded (its checksums name
+    every file, so a new file with its new card shows here; a missing or bad card counts too)."""
+    try:
+        return json.loads((model.path / CARD_FILE).read_bytes()) != model.card
+    except (OSError, ValueError):
+        return True
 
 
 def choose_providers(preference: str) -> list:
@@ -379,6 +524,7 @@ def load_model(path: Path, settings: Settings, providers: list, key: ModelKey | 
             f"{name}:{role}" if role != "generator" else name,
             _runner(sess, card.signature(role).output_names, pad_to, solo.get(role)),
             model=name if role == "generator" else f"{name}:{role}",
+            version=key.version,
             **batch_kw,
         )
         for role, sess in sessions.items()
