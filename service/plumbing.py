@@ -202,18 +202,19 @@ def state(request: Request) -> tuple[Registry, Settings]:
     return st.registry, st.settings
 
 
-def find_model(registry: Registry, name: str | None) -> Model:
-    """The named model (or the default); a path-like name is a 422, never a file lookup."""
+def find_model(registry: Registry, name: str | None, version: str | None = None) -> Model:
+    """The named model (or the default) at `version` (or its newest); a path-like name is a 422,
+    never a file lookup."""
     if name is not None and not valid_name(name):
         raise InvalidInput(f"model: {name!r} is not a valid model name", field="model")
-    return registry.get(name)
+    return registry.get(name, version)
 
 
 async def parse_for_model(request: Request, schema: type[BaseModel]) -> tuple[Any, Model, Settings]:
     """A body that names a `model`: (the body, that model or the default, the settings)."""
     body = await parse(request, schema)
     registry, settings = state(request)
-    return body, find_model(registry, body.model), settings
+    return body, find_model(registry, body.model, getattr(body, "version", None)), settings
 
 
 def check_label_range(k: int, labels, field: str) -> None:

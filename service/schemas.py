@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_SEED = 2**63 - 1
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+# A model version: the whole number naming its folder models/<name>/<version>/ ("1": a flat folder).
+ModelVersion = Annotated[str, Field(pattern=r"^[0-9]{1,18}$")]
 Label = Annotated[int, Field(ge=0, le=1_000_000)]
 # Latent coordinates are standard-normal draws; anything far outside is a client error.
 Coord = Annotated[float, Field(ge=-1e4, le=1e4)]
@@ -37,6 +39,9 @@ class _Response(BaseModel):
 
 class GenerateRequest(_Request):
     model: str | None = Field(None, description="Model name; the service's default model if absent.")
+    version: ModelVersion | None = Field(
+        None, description="Model version, e.g. \"2\" (a folder models/<name>/2/); the newest if absent."
+    )
     n: int | None = Field(
         None, ge=1, description="Number of images (default: one per label when labels is a list, else 1)."
     )
@@ -89,6 +94,7 @@ class Keyframe(_Request):
 
 class InterpolateRequest(_Request):
     model: str | None = None
+    version: ModelVersion | None = Field(None, description="Model version; the newest if absent.")
     keyframes: list[Keyframe] = Field(min_length=2)
     steps: int = Field(8, ge=1, description="Frames per segment (the last keyframe is added at the end).")
     method: Literal["slerp", "lerp"] = "slerp"
@@ -128,6 +134,7 @@ class ArithmeticTerm(_Request):
 
 class ArithmeticRequest(_Request):
     model: str | None = None
+    version: ModelVersion | None = Field(None, description="Model version; the newest if absent.")
     terms: list[ArithmeticTerm] = Field(min_length=1)
     label: Label | None = Field(None, description="Conditional models: the output label (default 0).")
     neighbors: int = Field(0, ge=0, description="Extra samples: result + uniform noise in +-noise_scale.")
@@ -195,6 +202,9 @@ class ModelInfo(_Response):
     error: str | None = None
     kind: str | None = None
     version: str | None = None
+    versions: list[str] | None = Field(
+        None, description="served versions, oldest first (this entry and requests without one: the last)"
+    )
     latent_dim: int | None = None
     num_classes: int | None = None
     class_names: list[str] | None = None
