@@ -40,7 +40,7 @@ class _Response(BaseModel):
 class GenerateRequest(_Request):
     model: str | None = Field(None, description="Model name; the service's default model if absent.")
     version: ModelVersion | None = Field(
-        None, description="Model version, e.g. \"2\" (a folder models/<name>/2/); the newest if absent."
+        None, description='Model version, e.g. "2" (a folder models/<name>/2/); the newest if absent.'
     )
     n: int | None = Field(
         None, ge=1, description="Number of images (default: one per label when labels is a list, else 1)."
