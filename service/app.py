@@ -19,10 +19,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from . import __version__, metrics
 from .auth import REQUEST_ID_HEADER, ApiKeyMiddleware, request_id
-from .errors import InternalError, Overloaded, PayloadTooLarge, ServiceError, ShuttingDown
+from .errors import (
+    ClientGone,
+    InternalError,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    ShuttingDown,
+)
 from .plumbing import error_response, install_error_handlers, install_openapi
 from .registry import Registry
 from .routes import generate, models, score
@@ -33,12 +42,19 @@ log = logging.getLogger("service")
 
 
 class ServiceMiddleware:
-    """Pure ASGI (cheaper than BaseHTTPMiddleware): request IDs, metrics, admission, body-size guard."""
+    """Pure ASGI (cheaper than BaseHTTPMiddleware): request IDs, metrics, body intake, admission.
+
+    A POST body is read here, whole, before the request is admitted: within `body_timeout_s`
+    (408), `max_upload_bytes` (413, from Content-Length before anything is read, else while it
+    streams) and `max_buffered_bytes` over all bodies held (503). Only then does it count against
+    `max_inflight_requests`, so clients that stall mid-body hold a socket, never a slot. A client
+    that leaves mid-body is a 499 with one log line. HEAD is served as GET without the body."""
 
     def __init__(self, app, fastapi_app: FastAPI):
         self.app = app
         self.fastapi_app = fastapi_app
-        self.inflight = 0  # POST requests between this middleware and their reply (this process)
+        self.inflight = 0  # POST requests admitted and not yet answered (this process)
+        self.buffered = 0  # body bytes held by requests still sending or in progress (this process)
 
     def _refusal(self, state, settings: Settings) -> ServiceError | None:
         """Why a POST is not admitted now (counted by reason), or None to admit it.
@@ -58,18 +74,51 @@ class ServiceMiddleware:
         metrics.ADMISSION_REJECTED[reason].inc()
         return error
 
+    async def _read_body(self, receive, settings: Settings, held: list[int]) -> bytes:
+        """The whole body, or the ServiceError that ends the request (`held[0]`: bytes counted
+        in `self.buffered` for this request; the caller gives them back)."""
+        limit, cap = settings.max_upload_bytes, settings.max_buffered_bytes
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(settings.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone("client disconnected while sending the body", field="body")
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > limit:
+                            detail = f"body: more than the limit of {limit} bytes"
+                            raise PayloadTooLarge(detail, field="body", limit=limit)
+                        if self.buffered + len(chunk) > cap:
+                            metrics.REJECTED.labels("", "", "buffered_bytes").inc()
+                            detail = f"request bodies held exceed {cap} bytes; retry later"
+                            raise Overloaded(detail, field="body", limit=cap)
+                        self.buffered += len(chunk)
+                        held[0] += len(chunk)
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            t = settings.body_timeout_s
+            raise RequestTimeout(f"body: not received whole within {t:g} s", field="body", limit=t) from None
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         state = self.fastapi_app.state
         settings: Settings = state.settings
-        limit = settings.max_upload_bytes
         method = scope["method"]
+        head = method == "HEAD"
+        if head:  # served as GET; the server sends no body for HEAD, and neither do we
+            scope = {**scope, "method": "GET"}
         t0 = time.perf_counter()
         status = 500
         rid = request_id(scope)
         counted = False
         started = False
+        held = [0]
 
         async def send_wrapper(message):
             nonlocal status, started
@@ -78,6 +127,7 @@ class ServiceMiddleware:
                 message["headers"] = [
                     *(h for h in message.get("headers", ()) if h[0].lower() != REQUEST_ID_HEADER),
                     (REQUEST_ID_HEADER, rid.encode()),
+                    NOSNIFF,
                 ]
                 if status >= 400:
                     # 503/504 are the service shedding load as designed (counted in
@@ -87,51 +137,89 @@ class ServiceMiddleware:
                         "request %s: %s %s -> %d",
                         rid,
                         method,
-                        scope.get("path"),
+                        printable(scope.get("path", "")),
                         status,
                     )
+            elif head and message.get("body"):
+                message = {**message, "body": b""}
             await send(message)
 
-        def reply(error: ServiceError):
-            return error_response(error, rid, settings.retry_after_s)(scope, receive, send_wrapper)
+        def reply(error: ServiceError, *, close: bool = False):
+            response = error_response(error, rid, settings.retry_after_s)
+            if close:  # the rest of the body is never read: the connection cannot be reused
+                response.headers["Connection"] = "close"
+            return response(scope, receive, send_wrapper)
 
         try:
             if method == "POST":
+                limit = settings.max_upload_bytes
+                length = _content_length(scope)
+                if length is not None and length > limit:
+                    detail = f"body: {length} bytes exceeds the limit of {limit} bytes"
+                    return await reply(PayloadTooLarge(detail, field="body", limit=limit), close=True)
+                try:
+                    body = await self._read_body(receive, settings, held)
+                except ClientGone:
+                    status = 499  # nobody to answer; counted and logged once, never a 500
+                    log.info(
+                        "request %s: %s %s -> 499 (client gone mid-body)",
+                        rid,
+                        method,
+                        printable(scope.get("path", "")),
+                    )
+                    return
+                except ServiceError as error:
+                    return await reply(error, close=True)
                 refusal = self._refusal(state, settings)
                 if refusal is not None:  # the cheapest reply there is: straight to the server
                     status = 503
                     return await error_response(refusal, rid, settings.retry_after_s)(scope, receive, send)
                 self.inflight += 1
                 counted = True
-            length = _content_length(scope)
-            if length is not None and length > limit:
-                detail = f"body: {length} bytes exceeds the limit of {limit} bytes"
-                return await reply(PayloadTooLarge(detail, field="body", limit=limit))
-            received = 0
-
-            async def receive_limited():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        detail = f"body: more than the limit of {limit} bytes"
-                        raise PayloadTooLarge(detail, field="body", limit=limit)
-                return message
-
-            await self.app(scope, receive_limited if method == "POST" else receive, send_wrapper)
+                await self.app(scope, _replay(body, receive), send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            status = 499
+            log.info("request %s: %s %s -> 499 (client gone)", rid, method, printable(scope.get("path", "")))
         except Exception:
-            log.exception("request %s: %s %s failed", rid, method, scope.get("path"))
+            log.exception("request %s: %s %s failed", rid, method, printable(scope.get("path", "")))
             if started:  # nothing more can be sent
                 raise
             await reply(InternalError(f"internal error (request {rid})"))
         finally:
             if counted:
                 self.inflight -= 1
+            self.buffered -= held[0]
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(endpoint, method, str(status)).inc()
             metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that hands the app the body already read, then the server's own messages
+    (so a later `http.disconnect` still reaches `plumbing.run_batched`)."""
+    pending = True
+
+    async def replay():
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def printable(text: str, n: int = 200) -> str:
+    """A client-controlled value for a log line: control and non-printable characters escaped
+    (a path with %0a cannot start a forged line), cut to `n` characters."""
+    text = repr(text[: n + 1])[1:-1]
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _content_length(scope) -> int | None:

@@ -5,7 +5,9 @@ Why one module: handlers, the batcher and the registry raise these; exactly one 
 
     ServiceError
     ├── InvalidInput          (422: bad value or a limit exceeded; names `field` and `limit`)
-    ├── PayloadTooLarge       (413: body over the upload limit)
+    ├── PayloadTooLarge       (413: body over the upload limit, or more JSON values than any request needs)
+    ├── UnsupportedMediaType  (415: a body whose Content-Type the endpoint does not read)
+    ├── RequestTimeout        (408: the body did not arrive within body_timeout_s)
     ├── ModelNotFound         (404)
     ├── NotAcceptable         (406: `Accept` lists no format the endpoint produces)
     ├── ModelUnavailable      (503: the model exists but failed to load)
@@ -37,6 +39,14 @@ class InvalidInput(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    code = "unsupported_media_type"
+
+
+class RequestTimeout(ServiceError):
+    code = "request_timeout"
 
 
 class ModelNotFound(ServiceError):
@@ -83,3 +93,10 @@ def limit_error(field: str, limit: int | float, got: int | float, what: str = ""
     """The standard 'over the limit' error: names the field, the limit and what was asked."""
     unit = f" {what}" if what else ""
     return InvalidInput(f"{field}: {got}{unit} exceeds the limit of {limit}", field=field, limit=limit)
+
+
+def clip(value: object, n: int = 40) -> str:
+    """`repr(value)` cut to about `n` characters: error details echo a prefix of the input, never all
+    of it (a 100 KB model name makes a 100 KB error body and log line otherwise)."""
+    text = repr(value)
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"

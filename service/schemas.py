@@ -6,6 +6,11 @@ no NaN/inf, no unknown fields) live here; limits that are settings (how many ima
 keyframes, terms, bytes) are checked by the service against its settings and answered with 422
 naming the field and the limit.
 
+Every list has a length bound here (`max_length`, shown in the OpenAPI document) and is validated
+fail-fast, so a hostile list costs one error, not one per item; the settings' own limits (lower,
+or equal) are checked after parsing. The service counts a body's JSON values before it parses
+(`plumbing.parse`), so no body makes pydantic build a tree larger than any request needs.
+
 Images travel as base64-encoded PNG strings. Seeds are non-negative integers below 2**63; one
 seed makes one latent: `z = numpy.random.default_rng(seed).standard_normal(latent_dim)`.
 """
@@ -17,13 +22,22 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_SEED = 2**63 - 1
+# Ceilings of the list lengths; the settings' limits (service/settings.py) may not exceed them.
+MAX_IMAGES = 4096  # seeds, labels, uploaded images per request
+MAX_KEYFRAMES = 1024
+MAX_TERMS = 256
+MAX_GROUP_SIZE = 4096  # seeds or latents per arithmetic term
+MAX_LATENT_DIM = 4096
+MAX_NAME = 64  # model names: ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ (service.registry.valid_name)
+
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 # A model version: the whole number naming its folder models/<name>/<version>/ ("1": a flat folder).
 ModelVersion = Annotated[str, Field(pattern=r"^[0-9]{1,18}$")]
 Label = Annotated[int, Field(ge=0, le=1_000_000)]
 # Latent coordinates are standard-normal draws; anything far outside is a client error.
 Coord = Annotated[float, Field(ge=-1e4, le=1e4)]
-Latent = Annotated[list[Coord], Field(min_length=1, max_length=4096)]
+Latent = Annotated[list[Coord], Field(min_length=1, max_length=MAX_LATENT_DIM, fail_fast=True)]
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
 
 class _Request(BaseModel):
@@ -38,7 +52,7 @@ class _Response(BaseModel):
 
 
 class GenerateRequest(_Request):
-    model: str | None = Field(None, description="Model name; the service's default model if absent.")
+    model: ModelName | None = Field(None, description="Model name; the service's default model if absent.")
     version: ModelVersion | None = Field(
         None, description='Model version, e.g. "2" (a folder models/<name>/2/); the newest if absent.'
     )
@@ -46,12 +60,18 @@ class GenerateRequest(_Request):
         None, ge=1, description="Number of images (default: one per label when labels is a list, else 1)."
     )
     seeds: list[Seed] | None = Field(
-        None, min_length=1, description="One seed per image; overrides `n` and `seed`."
+        None,
+        min_length=1,
+        max_length=MAX_IMAGES,
+        fail_fast=True,
+        description="One seed per image; overrides `n` and `seed`.",
     )
     seed: Seed | None = Field(
         None, description="Base seed: image i uses seed + i. Random if absent; echoed back."
     )
-    labels: Label | list[Label] | None = Field(
+    labels: (
+        Label | Annotated[list[Label], Field(min_length=1, max_length=MAX_IMAGES, fail_fast=True)] | None
+    ) = Field(
         None,
         description="Conditional models only: one label for all images, one per image, or absent "
         "(each image's label is drawn from its own seed).",
@@ -93,9 +113,9 @@ class Keyframe(_Request):
 
 
 class InterpolateRequest(_Request):
-    model: str | None = None
+    model: ModelName | None = None
     version: ModelVersion | None = Field(None, description="Model version; the newest if absent.")
-    keyframes: list[Keyframe] = Field(min_length=2)
+    keyframes: list[Keyframe] = Field(min_length=2, max_length=MAX_KEYFRAMES, fail_fast=True)
     steps: int = Field(8, ge=1, description="Frames per segment (the last keyframe is added at the end).")
     method: Literal["slerp", "lerp"] = "slerp"
     truncation: float | None = Field(None, ge=0.05, le=100.0)
@@ -122,8 +142,8 @@ class InterpolateResponse(_Response):
 
 class ArithmeticTerm(_Request):
     weight: float = Field(1.0, ge=-100.0, le=100.0)
-    seeds: list[Seed] | None = Field(None, min_length=1)
-    latents: list[Latent] | None = Field(None, min_length=1)
+    seeds: list[Seed] | None = Field(None, min_length=1, max_length=MAX_GROUP_SIZE, fail_fast=True)
+    latents: list[Latent] | None = Field(None, min_length=1, max_length=MAX_GROUP_SIZE, fail_fast=True)
 
     @model_validator(mode="after")
     def _one_source(self) -> ArithmeticTerm:
@@ -133,9 +153,9 @@ class ArithmeticTerm(_Request):
 
 
 class ArithmeticRequest(_Request):
-    model: str | None = None
+    model: ModelName | None = None
     version: ModelVersion | None = Field(None, description="Model version; the newest if absent.")
-    terms: list[ArithmeticTerm] = Field(min_length=1)
+    terms: list[ArithmeticTerm] = Field(min_length=1, max_length=MAX_TERMS, fail_fast=True)
     label: Label | None = Field(None, description="Conditional models: the output label (default 0).")
     neighbors: int = Field(0, ge=0, description="Extra samples: result + uniform noise in +-noise_scale.")
     noise_scale: float = Field(0.25, ge=0.0, le=10.0)
@@ -159,9 +179,20 @@ class ArithmeticResponse(_Response):
 
 
 class ScoreRequest(_Request):
-    model: str | None = None
-    images: list[str] = Field(min_length=1, description="base64 PNG images of the model's shape")
-    labels: list[Label] | None = Field(None, description="The intended labels, one per image.")
+    model: ModelName | None = None
+    images: list[str] = Field(
+        min_length=1,
+        max_length=MAX_IMAGES,
+        fail_fast=True,
+        description="base64 PNG images of the model's shape",
+    )
+    labels: list[Label] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_IMAGES,
+        fail_fast=True,
+        description="The intended labels, one per image.",
+    )
 
 
 class ImageScore(_Response):

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import schemas
+
 # The default models: inside the installed package (setup.py copies models/ there when it builds
 # the wheel), or, in a clone or an editable install, the repository's models/ next to service/.
 PACKAGED_MODELS_DIR = Path(__file__).resolve().parent / "default_models"
@@ -75,13 +77,44 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(10.0, ge=0.0, description="on shutdown, wait this long for the queue")
 
     # --- request limits (422 naming the field and the limit; 413 for the body) ---
-    max_images: int = Field(256, ge=1, description="images per request (generate n, frames, neighbours)")
+    # (the list limits may not exceed the schemas' ceilings, which the OpenAPI document shows)
+    max_images: int = Field(
+        256, ge=1, le=schemas.MAX_IMAGES, description="images per request (generate n, frames, neighbours)"
+    )
     max_steps: int = Field(64, ge=1, description="interpolation steps per segment")
-    max_keyframes: int = Field(16, ge=2)
-    max_terms: int = Field(16, ge=1, description="arithmetic terms")
-    max_group_size: int = Field(64, ge=1, description="seeds or latents per arithmetic term")
+    max_keyframes: int = Field(16, ge=2, le=schemas.MAX_KEYFRAMES)
+    max_terms: int = Field(16, ge=1, le=schemas.MAX_TERMS, description="arithmetic terms")
+    max_group_size: int = Field(
+        64, ge=1, le=schemas.MAX_GROUP_SIZE, description="seeds or latents per arithmetic term"
+    )
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body bytes")
+    max_json_values: int = Field(
+        1 << 18,
+        ge=1024,
+        description="JSON values (array items and object members) per body, counted before parsing: "
+        "more -> 413. Holds the largest request the other limits allow (arithmetic: terms x group x "
+        "latent_dim) with latent_dim <= 256",
+    )
     max_image_pixels: int = Field(1 << 20, ge=1, description="decoded pixels per uploaded image")
+
+    # --- slow and hostile clients (docs/RELIABILITY.md, "Attacks") ---
+    body_timeout_s: float = Field(
+        30.0, gt=0.0, description="a POST body must arrive whole within this after its headers; else 408"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="a request's headers must arrive whole within this; else the connection closes",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024, description="request line + headers; more -> 431, then close"
+    )
+    max_buffered_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="request body bytes held by this process (bodies still arriving and bodies in "
+        "progress); more -> 503 + Retry-After",
+    )
 
     # --- security (all off by default; see docs/RELIABILITY.md) ---
     api_keys: str = Field(
