@@ -1,5 +1,7 @@
 """GET /models, /models/{name}, /healthz, /readyz, /metrics: what is served and whether it is well.
 
+A model's entry describes its default (newest) version and lists every served one (`versions`).
+
 /healthz says the process is alive (and its version); /readyz says the models are loaded and
 warm and the service is not draining (503 otherwise, with each model's state).
 """
@@ -33,6 +35,7 @@ def _info(registry: Registry, name: str, full: bool) -> dict:
         "status": "ready",
         "kind": m.kind,
         "version": c.get("version"),
+        "versions": list(registry.versions[name]),  # oldest first; this entry is the last
         "latent_dim": m.latent_dim,
         "num_classes": m.num_classes,
         "class_names": m.class_names,
