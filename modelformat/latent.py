@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+# The rule's name, recorded wherever a result must be re-made from seeds (dataset manifests).
+RULE = (
+    "ganserve-latent-v1: numpy default_rng(seed); z = standard_normal(latent_dim); "
+    "label = integers(num_classes); truncation resamples from the same rng"
+)
+
 
 def seeded(seed: int, latent_dim: int, num_classes: int = 0, truncation: float | None = None):
     """(z float32 [latent_dim], label drawn from the seed or None) for one seed."""

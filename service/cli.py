@@ -5,6 +5,8 @@
     ganserve arithmetic --plus 1,2 --minus 3 --plus 4 --label 5 --neighbors 4 -o sum.png
     ganserve score img1.png img2.png
     ganserve models
+    ganserve dataset digits.npz --per-label 2000 --seed 0   # bulk data; resumes if interrupted
+    ganserve dataset again.npz --from-manifest digits.manifest.json
     ganserve serve --port 8000
 
 `--url` (or GANSERVE_URL) picks the service, `--json` prints machine-readable output. Exit codes:
@@ -15,13 +17,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from pathlib import Path
 
 from . import __version__
-from .client import APIError, GanClient, GanServeError, ImageSet
+from .client import APIError, AsyncGanClient, GanClient, GanServeError, ImageSet
+from .dataset import DatasetError
 
 
 def _seeds(text: str) -> list[int]:
@@ -107,6 +111,32 @@ def cmd_models(gan: GanClient, args) -> dict:
     return gan.models().model_dump(exclude={"models": {"__all__": {"card"}}})
 
 
+def cmd_dataset(args) -> dict:
+    """Runs its own event loop: several requests in flight (see service.dataset)."""
+    from . import dataset
+
+    async def run() -> dict:
+        async with AsyncGanClient(
+            args.url, timeout=args.timeout, api_key=args.api_key, retries=10, max_retry_seconds=300
+        ) as gan:
+            if args.from_manifest:
+                plan = dataset.read_manifest(args.from_manifest)
+            else:
+                plan = await dataset.make_plan(
+                    gan, model=args.model, n=args.n, per_label=args.per_label, labels=args.labels,
+                    seed=args.seed, truncation=args.truncation, chunk=args.chunk,
+                    fmt=args.format or ("npz" if args.out.suffix == ".npz" else "folder"),
+                )  # fmt: skip
+            resumed = dataset.parts_dir(args.out).exists()
+            manifest = await dataset.build_dataset(
+                gan, plan, args.out, concurrency=args.concurrency, progress=not args.no_progress
+            )
+        return {"model": plan.model, "images": plan.count, "out": str(args.out), "manifest": str(manifest),
+                "resumed": resumed}  # fmt: skip
+
+    return asyncio.run(run())
+
+
 def _print_human(command: str, result: dict) -> None:
     if command in ("generate", "interpolate"):
         items = result.get("images") or result.get("frames")
@@ -134,6 +164,10 @@ def _print_human(command: str, result: dict) -> None:
         extras = [f"IS {s['inception_score']:.3f}" if s.get("inception_score") is not None else None,
                   f"FID {s['fid']:.2f}" if s.get("fid") is not None else None, s.get("warning")]  # fmt: skip
         print(f"{s['n']} images; " + "; ".join(e for e in extras if e))
+    elif command == "dataset":
+        how = " (resumed)" if result["resumed"] else ""
+        print(f"{result['images']} images from {result['model']} in {result['out']}{how}")
+        print(f"manifest {result['manifest']}")
     elif command == "models":
         for m in result["models"]:
             default = " (default)" if m["name"] == result["default"] else ""
@@ -202,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the served models")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("dataset", help="write a synthetic dataset (.npz or ImageFolder) with a manifest")
+    p.add_argument("out", type=Path, help="output: a .npz file, or a folder (one sub-folder per label)")
+    p.add_argument("--from-manifest", type=Path, help="rebuild the dataset of this manifest, byte for byte")
+    p.add_argument("--model", help="model name (default: the service's default)")
+    p.add_argument("--per-label", type=int, help="images per label (conditional models)")
+    p.add_argument("-n", type=int, help="images in all (unconditional models; or split evenly over labels)")
+    p.add_argument("--labels", type=_seeds, help="labels to generate, comma-separated (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default 0)")
+    p.add_argument("--truncation", type=float, help="resample latent coordinates with |z| > t")
+    p.add_argument("--format", choices=["npz", "folder"], help="default: npz for a .npz output, else folder")
+    p.add_argument("--chunk", type=int, default=256, help="images per request (<= the service's max_images)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=None)
+
     sub.add_parser("serve", help="start the service (same flags as `python -m service`)", add_help=False)
     return parser
 
@@ -217,11 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        with GanClient(args.url, timeout=args.timeout, api_key=args.api_key) as gan:
-            result = args.func(gan, args)
-    except APIError as exc:
+        if args.command == "dataset":
+            result = cmd_dataset(args)
+        else:
+            with GanClient(args.url, timeout=args.timeout, api_key=args.api_key) as gan:
+                result = args.func(gan, args)
+    except (APIError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if args.command == "dataset":
+            print("interrupted: the same command resumes from the chunks written", file=sys.stderr)
+        return 130
     except GanServeError as exc:
         print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 3
