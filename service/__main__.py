@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .protocol import server_options
 from .settings import Settings
 
 EMPTY_HELP = """\
@@ -94,19 +95,23 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    from .metrics import shared_by_workers
+
     # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler restored:
     # this handler turns that into a clean exit 0 after the drain (orchestrators read it as success).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=settings.drain_timeout_s + 5,
-    )
+    with shared_by_workers(settings.workers):  # one /metrics view over every worker
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=settings.drain_timeout_s + 5,
+            **server_options(settings),  # header size and time limits (service/protocol.py)
+        )
 
 
 if __name__ == "__main__":
