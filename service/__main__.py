@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .protocol import server_options
 from .settings import Settings
 
 EMPTY_HELP = """\
@@ -110,7 +109,6 @@ def main(argv: list[str] | None = None) -> None:
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=settings.drain_timeout_s + 5,
-            **server_options(settings),  # header size and time limits (service/protocol.py)
         )
 
 
