@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .protocol import server_options
 from .settings import Settings
 
 EMPTY_HELP = """\
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=settings.drain_timeout_s + 5,
+            **server_options(settings),  # header size and time limits (service/protocol.py)
         )
 
 
