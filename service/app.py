@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from contextlib import asynccontextmanager
 
@@ -34,7 +35,7 @@ from .errors import (
 )
 from .plumbing import error_response, install_error_handlers, install_openapi
 from .registry import Registry
-from .routes import generate, models, score
+from .routes import admin, generate, models, score, v2
 from .settings import Settings
 from .web import PAGE_PATHS, install_page
 
@@ -232,6 +233,33 @@ def _content_length(scope) -> int | None:
     return None
 
 
+def _reload_on_sighup(app: FastAPI, registry: Registry, settings: Settings):
+    """SIGHUP reloads the model directory (`Registry.reload`, as POST /admin/reload) in the
+    background; returns the function that uninstalls the handler. Only the main thread takes
+    signals (tests run uvicorn in a thread): elsewhere nothing is installed."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task] = set()
+
+    def done(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SIGHUP reload failed: %r", task.exception())
+
+    def on_hup() -> None:
+        if app.state.draining:
+            return
+        log.info("SIGHUP: reloading models from %s", settings.models_dir)
+        task = loop.create_task(registry.reload(settings.drain_timeout_s))
+        tasks.add(task)
+        task.add_done_callback(done)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for `settings` (default: from GANSERVE_* environment variables)."""
     settings = settings or Settings()
@@ -250,9 +278,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry.default_name,
             sorted(registry.failed) or "none",
         )
+        stop_reloading = _reload_on_sighup(app, registry, settings)
         try:
             yield
         finally:
+            stop_reloading()
             app.state.draining = True
             await registry.close(settings.drain_timeout_s)
             log.info("drained and stopped")
@@ -267,7 +297,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = Registry(settings)  # empty until the lifespan loads the models
     app.state.draining = False
     install_error_handlers(app)
-    routers = [generate.router, score.router, models.router]
+    routers = [generate.router, score.router, models.router, v2.router, admin.router]
     for router in routers:
         app.include_router(router)
     install_openapi(app, routers)

@@ -145,6 +145,7 @@ class Registry:
     loaded: bool = False
     _providers: list | None = field(default=None, repr=False)
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _retiring: set[asyncio.Task] = field(default_factory=set, repr=False)  # reload(wait=False)'s drains
 
     @property
     def default_name(self) -> str | None:
@@ -313,14 +314,17 @@ class Registry:
             log.warning("default model %r is not loaded", self.settings.default_model)
         self.loaded = True
 
-    async def reload(self, drain_timeout_s: float, grace_s: float = RETIRE_GRACE_S) -> Reload:
+    async def reload(
+        self, drain_timeout_s: float, grace_s: float = RETIRE_GRACE_S, wait: bool = True
+    ) -> Reload:
         """Discover the model directory again: load new versions (and folders whose model.json
         changed), serve them, retire the versions whose folder is gone, without failing a request.
 
         The new models load in a thread while the old ones serve; each is swapped in as soon as it
         is warm (the newest version becomes the default at once); the replaced and retired ones
         stay open `grace_s`, then drain. A folder that fails to load changes nothing: what served
-        before serves on. One reload at a time (a second waits for the first)."""
+        before serves on. One reload at a time (a second waits for the first). `wait=False`
+        returns once the new models serve; the old ones drain in the background."""
         async with self._reloading:
             report = Reload()
             found = await asyncio.to_thread(self.discover)
@@ -354,7 +358,12 @@ class Registry:
             for name in [n for n in self.failed if n not in names or n in self.versions]:
                 del self.failed[name]
             log.info("reload: %s", report)
-            await self._retire(old, drain_timeout_s, grace_s)
+            if wait:
+                await self._retire(old, drain_timeout_s, grace_s)
+            elif old:
+                task = asyncio.ensure_future(self._retire(old, drain_timeout_s, grace_s))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
             return report
 
     def start(self) -> None:
@@ -363,7 +372,7 @@ class Registry:
 
     async def close(self, drain_timeout_s: float) -> None:
         """Drain every served model at once (one `drain_timeout_s` for all)."""
-        await asyncio.gather(*(m.close(drain_timeout_s) for m in self.served()))
+        await asyncio.gather(*(m.close(drain_timeout_s) for m in self.served()), *self._retiring)
 
 
 def _info_labels(model: Model) -> tuple[str, str, str, str]:
