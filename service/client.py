@@ -8,6 +8,9 @@
         walk = gan.interpolate(keyframes=[{"seed": 1, "label": 3}, {"seed": 2, "label": 8}], steps=16)
         walk.save_gif("walk.gif")
 
+`latents(seeds, latent_dim, num_classes)` gives the z (and one-hot y) the service feeds its
+generator for those seeds, so a KServe v2 client (ganserve's /v2, or Triton) makes /generate's images.
+
 Both clients share `_BaseClient`, which holds everything without I/O (URL building, request
 encoding with the service's own pydantic schemas, response decoding, the error-to-exception
 mapping and the retry policy); they differ only in how they send and sleep. Importing this module
@@ -50,6 +53,8 @@ import numpy as np
 from PIL import Image as PILImage
 from pydantic import BaseModel, ValidationError
 
+from modelformat import latent as _latent_rule
+
 from .schemas import (
     ArithmeticRequest,
     ArithmeticResponse,
@@ -82,6 +87,7 @@ __all__ = [
     "ServerError",
     "TransportError",
     "Unauthorized",
+    "latents",
 ]
 
 # --- exceptions ----------------------------------------------------------------------------------
@@ -173,6 +179,37 @@ def _error_class(status: int, code: str | None) -> type[APIError]:
     if status == 504:
         return DeadlineExceeded
     return ServerError if status >= 500 else BadRequest
+
+
+# --- the latent rule -----------------------------------------------------------------------------
+
+
+def latents(
+    seeds: Sequence[int],
+    latent_dim: int,
+    num_classes: int = 0,
+    *,
+    labels: int | Sequence[int] | None = None,
+    truncation: float | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The generator's inputs for `seeds`, by the service's own latent rule (`modelformat.latent`):
+    z float32 [N, latent_dim] and, for a conditional model (`num_classes` > 0), y float32
+    [N, num_classes] one-hot of `labels` (one for all, or one per seed; default: each seed's own
+    drawn label, as /generate draws it), else None.
+
+    Why: a client of a KServe v2 server (ganserve's /v2 or Triton serving the same ONNX files)
+    that feeds these gets the images /generate makes for the same seeds, labels and truncation.
+    The sizes are the model's: `GET /models/{name}` (latent_dim, num_classes) or the v2 metadata.
+    """
+    z, drawn = _latent_rule.latents_for_seeds(list(seeds), latent_dim, num_classes, truncation)
+    if not num_classes:
+        if labels is not None:
+            raise ValueError("labels: an unconditional model (num_classes=0) takes no labels")
+        return z, None
+    chosen = drawn if labels is None else [labels] * len(z) if isinstance(labels, int) else list(labels)
+    if len(chosen) != len(z) or not all(0 <= int(k) < num_classes for k in chosen):
+        raise ValueError(f"labels: give one label or one per seed, each in 0..{num_classes - 1}")
+    return z, _latent_rule.one_hot(chosen, num_classes)
 
 
 # --- results -------------------------------------------------------------------------------------
