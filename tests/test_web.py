@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,11 @@ def _open(browser, url: str, width: int = 1280, height: int = 900):
     page.set_default_timeout(TIMEOUT_MS)
     page.js_errors = []
     page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+    # what the Content-Security-Policy blocks is logged to the console: an error here too
+    page.on(
+        "console",
+        lambda msg: "Content Security Policy" in msg.text and page.js_errors.append(msg.text),
+    )
     page.goto(url + "/")
     return page
 
@@ -108,9 +114,19 @@ def page(browser, base_url):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def _wait(page, expression: str, arg=None, timeout_ms: float = TIMEOUT_MS):
+    """Poll `expression` (a JS expression, or a function of `arg`) until it is truthy. Not
+    Playwright's wait_for_function: its in-page poller uses eval, which the page's CSP forbids."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_ms} ms for {expression}")
+        time.sleep(0.05)
+
+
 def _all_loaded(page, selector: str) -> list[int]:
     """naturalWidth of every image matching `selector`, once each has finished loading."""
-    page.wait_for_function("sel => [...document.querySelectorAll(sel)].every(i => i.complete)", arg=selector)
+    _wait(page, "sel => [...document.querySelectorAll(sel)].every(i => i.complete)", arg=selector)
     return page.eval_on_selector_all(selector, "els => els.map(e => e.naturalWidth)")
 
 
@@ -138,6 +154,22 @@ def test_page_and_static_files_are_served(base_url):
     assert "/" not in httpx.get(base_url + "/openapi.json").json()["paths"]
 
 
+def test_page_sends_security_headers_and_answers_head(base_url):
+    """The page holds the API key: only its own scripts run, no site may frame it, no sniffing."""
+    for path in ("/", "/static/app.js", "/static/app.css"):
+        r = httpx.get(base_url + path)
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        head = httpx.head(base_url + path)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == r.headers["content-length"]
+    for path in ("/healthz", "/readyz", "/models", "/metrics", "/openapi.json"):
+        r = httpx.head(base_url + path)
+        assert r.status_code == 200 and r.content == b"", path
+
+
 # --- in the browser ---------------------------------------------------------------------------
 
 
@@ -145,7 +177,7 @@ def test_page_and_static_files_are_served(base_url):
 def test_generate_grid_again_labels_and_keyboard(page, shots):
     assert page.locator("#st-model").inner_text().startswith(DEFAULT_TEST_MODEL)
     assert page.locator("#st-provider").inner_text() == "CPU"
-    page.wait_for_function("document.querySelector('#st-batch').textContent.includes('avg')")
+    _wait(page, "document.querySelector('#st-batch').textContent.includes('avg')")
     assert "64 max" in page.locator("#st-batch").inner_text()
     assert page.locator("#st-ready").inner_text() == "yes"
     samples = page.locator("#grid .sample")
@@ -158,15 +190,15 @@ def test_generate_grid_again_labels_and_keyboard(page, shots):
     page.screenshot(path=str(shots / "generate.png"), full_page=True)
 
     page.click("#again-btn")
-    page.wait_for_function(f"document.querySelector('#seed').value !== '{seed}'")
-    page.wait_for_function(f"!document.querySelector('#grid .sample').title.startsWith('seed {seed} ')")
+    _wait(page, f"document.querySelector('#seed').value !== '{seed}'")
+    _wait(page, f"!document.querySelector('#grid .sample').title.startsWith('seed {seed} ')")
     assert samples.count() == 16
 
     page.select_option("#label", "1")
     page.fill("#count", "5")
     page.fill("#seed", "42")
     page.click("#gen-btn")
-    page.wait_for_function("document.querySelectorAll('#grid .sample').length === 5")
+    _wait(page, "document.querySelectorAll('#grid .sample').length === 5")
     titles = samples.evaluate_all("els => els.map(e => e.title)")
     assert titles == [f"seed {42 + i} · label 1" for i in range(5)]
     assert page.locator("#grid .caption").first.inner_text() == "seed 42 · label 1"
@@ -181,9 +213,7 @@ def test_generate_grid_again_labels_and_keyboard(page, shots):
     assert samples.nth(1).get_attribute("aria-pressed") == "true"
     assert "2 selected: seeds 42, 43" in page.locator("#sel-count").inner_text()
     samples.nth(2).focus()
-    page.wait_for_function(
-        "getComputedStyle(document.activeElement.querySelector('.caption')).opacity === '1'"
-    )
+    _wait(page, "getComputedStyle(document.activeElement.querySelector('.caption')).opacity === '1'")
 
 
 @needs_browser
@@ -247,7 +277,7 @@ def test_score_file_grid_and_errors(page, shots, tmp_path):
 
     # a 20x20 image is resized in the page by default ...
     page.set_input_files("#score-file", str(big))
-    page.wait_for_function("document.querySelector('#score-out').textContent.includes('big.png')")
+    _wait(page, "document.querySelector('#score-out').textContent.includes('big.png')")
     assert page.locator("#error").is_hidden()
     # ... and rejected by the service when sent as is: the server's message is shown
     page.uncheck("#score-resize")
@@ -259,7 +289,7 @@ def test_score_file_grid_and_errors(page, shots, tmp_path):
     assert page.locator("#error").is_hidden()
 
     page.click("#score-grid")
-    page.wait_for_function("document.querySelector('#score-out').textContent.includes('IS ')")
+    _wait(page, "document.querySelector('#score-out').textContent.includes('IS ')")
     out = page.locator("#score-out").inner_text()
     assert "16 images" in out and "FID" in out and "label accuracy" in out
     assert "real 0." in page.locator("#grid .sample").first.get_attribute("title")
@@ -278,7 +308,7 @@ def test_api_errors_are_shown(page, shots):
     page.click("#gen-btn")
     page.wait_for_selector("#error", state="hidden")
     # the banner hides when the request is sent; the caption changes when the reply is drawn
-    page.wait_for_function("document.querySelector('#gen-info').textContent.includes('truncation 0.5')")
+    _wait(page, "document.querySelector('#gen-info').textContent.includes('truncation 0.5')")
     page.fill("#seed", str(2**53 + 1))
     page.click("#gen-btn")
     assert "beyond what this page handles exactly" in page.locator("#error-text").inner_text()
@@ -290,8 +320,8 @@ def test_api_errors_are_shown(page, shots):
 @needs_browser
 def test_unconditional_model_hides_labels(page):
     page.select_option("#model", "tiny-gan")
-    page.wait_for_function("document.querySelector('#st-model').textContent.startsWith('tiny-gan')")
-    page.wait_for_function("document.querySelector('#grid .sample')?.title.match(/^seed \\d+$/)")
+    _wait(page, "document.querySelector('#st-model').textContent.startsWith('tiny-gan')")
+    _wait(page, "document.querySelector('#grid .sample')?.title.match(/^seed \\d+$/)")
     assert page.locator("#label").is_disabled()
     assert page.locator("#walk-label-a").is_hidden()
     page.fill("#walk-seed-a", "5")
@@ -351,7 +381,7 @@ def readme_screenshot(out: Path = ROOT / "docs" / "screenshot.png") -> Path:
         page.fill("#count", "24")
         page.fill("#seed", "2024")
         page.click("#gen-btn")
-        page.wait_for_function("document.querySelector('#gen-info').textContent.includes('2024')")
+        _wait(page, "document.querySelector('#gen-info').textContent.includes('2024')")
         samples = page.locator("#grid .sample")
         for i in (1, 6):
             samples.nth(i).click()
@@ -371,7 +401,7 @@ def readme_screenshot(out: Path = ROOT / "docs" / "screenshot.png") -> Path:
         page.click("#arith-btn")
         page.wait_for_selector("#arith-out .result img")
         page.click("#score-grid")
-        page.wait_for_function("document.querySelector('#score-out').textContent.includes('IS ')")
+        _wait(page, "document.querySelector('#score-out').textContent.includes('IS ')")
         samples.nth(1).click()
         samples.nth(6).click()
         samples.nth(9).hover()
