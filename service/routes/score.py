@@ -6,6 +6,8 @@ bytes, pixels) before they are decoded. Networks a model lacks are named in `set
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .. import imaging, latent, scoring
-from ..errors import InvalidInput, limit_error
+from ..errors import DeadlineExceeded, InvalidInput, clip, limit_error
 from ..formats import json_response
 from ..plumbing import ERRORS, body, check_label_range, find_model, parse, run_batched, state
 from ..registry import Model
@@ -40,7 +42,11 @@ async def _multipart(request: Request, st: Settings) -> tuple[str | None, list[b
     except HTTPException as exc:  # malformed multipart or too many parts: a client error
         if exc.status_code != 400:
             raise
-        raise InvalidInput(f"body: {exc.detail}", field="body") from None
+        detail = str(exc.detail)
+        if "files" in detail:
+            raise limit_error("images", st.max_images, "more", "files") from None
+        limit = 16 if "fields" in detail else None
+        raise InvalidInput(f"body: {clip(detail)}", field="body", limit=limit) from None
     files = form.getlist("images")
     if not files:
         raise InvalidInput("images: at least one file is required", field="images")
@@ -53,13 +59,16 @@ async def _multipart(request: Request, st: Settings) -> tuple[str | None, list[b
     raw = form.get("labels")
     labels = None
     if raw:
-        try:
-            labels = [int(x) for x in str(raw).replace(" ", "").split(",") if x]
-        except ValueError:
-            raise InvalidInput("labels: comma-separated integers expected", field="labels") from None
-        if any(x < 0 for x in labels):
-            raise InvalidInput("labels: labels are non-negative", field="labels")
+        text = str(raw).replace(" ", "")
+        if text.count(",") >= st.max_images:
+            raise limit_error("labels", st.max_images, text.count(",") + 1, "labels")
+        if not _LABELS.fullmatch(text):  # as strict as JSON: no sign, no `0_1`, no Unicode digits
+            raise InvalidInput("labels: comma-separated integers 0-1000000 expected", field="labels")
+        labels = [int(x) for x in text.split(",")]
     return (str(model) if model else None), blobs, labels
+
+
+_LABELS = re.compile(r"(?:0|[1-9][0-9]{0,6})(?:,(?:0|[1-9][0-9]{0,6}))*", re.ASCII)
 
 
 async def _score_input(request: Request, st: Settings) -> tuple[str | None, list[bytes], list[int] | None]:
@@ -69,12 +78,42 @@ async def _score_input(request: Request, st: Settings) -> tuple[str | None, list
     req = await parse(request, ScoreRequest)
     if len(req.images) > st.max_images:
         raise limit_error("images", st.max_images, len(req.images), "images")
-    blobs = [imaging.b64decode(s, f"images[{i}]") for i, s in enumerate(req.images)]
-    return req.model, blobs, req.labels
+    return req.model, req.images, req.labels  # base64 decoded with the pixels, off the event loop
 
 
-def _decode_all(blobs: list[bytes], shape, max_pixels: int) -> np.ndarray:
-    return np.stack([imaging.decode_png(b, f"images[{i}]", shape, max_pixels) for i, b in enumerate(blobs)])
+def _decode_all(items: list[str] | list[bytes], shape, max_pixels: int) -> np.ndarray:
+    """base64 strings (JSON) or PNG bytes (multipart) -> float32 [N, C, H, W]; runs in a thread."""
+    arrays = []
+    for i, item in enumerate(items):
+        data = imaging.b64decode(item, f"images[{i}]") if isinstance(item, str) else item
+        arrays.append(imaging.decode_png(data, f"images[{i}]", shape, max_pixels))
+    return np.stack(arrays)
+
+
+async def _decode_within_deadline(items, shape, st: Settings) -> np.ndarray:
+    """Uploads decoded in a thread and within the request's deadline (504 past it)."""
+    work = run_in_threadpool(_decode_all, items, shape, st.max_image_pixels)
+    try:
+        return await asyncio.wait_for(work, st.request_timeout_s)
+    except TimeoutError:
+        t = st.request_timeout_s
+        raise DeadlineExceeded(f"images: not decoded within {t:g} s", field="images", limit=t) from None
+
+
+def _set_scores(logits: np.ndarray, feats: np.ndarray, labels, reference) -> tuple[np.ndarray, dict]:
+    """Softmax, IS, label accuracy and FID from the classifier's outputs; runs in a thread
+    (FID's matrix square root is 60-130 ms)."""
+    probs = scoring.softmax(logits)
+    predicted = probs.argmax(axis=1)
+    out: dict[str, Any] = {"inception_score": scoring.inception_score(probs)}
+    if labels is not None:
+        out["label_accuracy"] = float(np.mean(predicted == np.asarray(labels)))
+    if reference is not None:
+        out["reference_n"] = int(reference["n"])
+        if len(feats) >= 2:
+            mu, sigma = scoring.feature_stats(feats)
+            out["fid"] = scoring.frechet_distance(mu, sigma, reference["mu"], reference["sigma"])
+    return probs, out
 
 
 def _classifier_rows(outputs) -> list:
@@ -89,19 +128,13 @@ async def _classify(
     rows = await run_batched(request, model.classifier, {"image": x}, _classifier_rows)
     logits = np.stack([r[0] for r in rows])
     feats = np.stack([r[1] for r in rows])
-    probs = scoring.softmax(logits)
+    probs, found = await run_in_threadpool(_set_scores, logits, feats, labels, model.reference)
+    out.update(found)
     predicted = probs.argmax(axis=1)
     for i, lab in enumerate(predicted.tolist()):
         scores[i].update(label=lab, label_name=model.class_names[lab], confidence=float(probs[i, lab]))
-    out["inception_score"] = scoring.inception_score(probs)
-    if labels is not None:
-        out["label_accuracy"] = float(np.mean(predicted == np.asarray(labels)))
     if model.reference is None:
         return predicted, ["no reference_stats.npz: FID unavailable"]
-    out["reference_n"] = int(model.reference["n"])
-    if len(x) >= 2:
-        mu, sigma = scoring.feature_stats(feats)
-        out["fid"] = scoring.frechet_distance(mu, sigma, model.reference["mu"], model.reference["sigma"])
     w = scoring.fid_warning(len(x))
     return predicted, [w] if w else []
 
@@ -136,7 +169,7 @@ async def score(request: Request):
         if len(labels) != n:
             raise InvalidInput(f"labels: {len(labels)} labels for {n} images", field="labels")
         check_label_range(len(model.class_names), labels, "labels")
-    x = await run_in_threadpool(_decode_all, blobs, model.image_shape, st.max_image_pixels)
+    x = await _decode_within_deadline(blobs, model.image_shape, st)
     scores: list[dict[str, Any]] = [
         {"realness": None, "label": None, "label_name": None, "confidence": None} for _ in range(n)
     ]
