@@ -52,6 +52,11 @@ class Format:
     render: Callable[[list, Reply], Awaitable[Response]]  # the items -> the reply
     description: str = ""  # for OpenAPI
 
+    @property
+    def binary(self) -> bool:
+        """Not JSON: what made the images travels in headers (`Reply.headers`)."""
+        return self.render is not _render_json
+
 
 def json_response(data: dict) -> Response:
     """JSON built as dicts and dumped once by orjson (no response-model validation on the hot path)."""
@@ -59,7 +64,7 @@ def json_response(data: dict) -> Response:
 
 
 def npy_bytes(images: np.ndarray) -> bytes:
-    """uint8 [N, H, W] or [N, H, W, C] -> a `.npy` file (numpy's own writer, no pickle)."""
+    """uint8 [N, H, W] or [N, H, W, C] -> a `.npy` file (numpy's own writer, object arrays refused)."""
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(images), allow_pickle=False)
     return buf.getvalue()
