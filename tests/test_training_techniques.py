@@ -197,3 +197,20 @@ def test_study_variants_are_valid_configs():
     assert len(VARIANTS) >= 8
     for _, overrides in VARIANTS.values():
         replace(BASE, **overrides)  # raises on an invalid combination
+    replace(BASE, conditional=False, **VARIANTS["ns + DiffAug"][1])
+
+
+def test_study_trains_for_a_wall_clock_budget(tmp_path):
+    import json
+    import time
+
+    from training.study import train_for
+
+    cfg = TrainConfig(**TINY)
+    start = time.perf_counter()
+    t = train_for(cfg, tmp_path, 0.5, fake_dataset(cfg, n=16, num_classes=3))
+    assert 0.5 <= t.train_seconds < time.perf_counter() - start + 1e-6
+    assert t.step > 2  # more than one epoch of 2 steps: it loops over the data
+    assert (tmp_path / "samples" / "final.png").exists()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(np.isfinite(r["loss_d"]) for r in rows)

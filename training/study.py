@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "--minutes", type=float, default=0.0, help="wall-clock budget per run instead of epochs"
     )
     parser.add_argument("--unconditional", action="store_true", help="study the unconditional DCGAN")
+    parser.add_argument("--dataset", default=BASE.dataset, help="`mnist` (60,000 digits) or `mnist-5k`")
     parser.add_argument("--threads", type=int, default=BASE.threads, help="torch threads per run")
     parser.add_argument("--ema-decay", type=float, default=BASE.ema_decay, help="EMA decay of every variant")
     parser.add_argument("--classifier-dir", type=Path, help="share one study classifier (default: --out)")
@@ -356,7 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    base = replace(BASE, conditional=not args.unconditional, threads=args.threads, ema_decay=args.ema_decay)
+    base = replace(
+        BASE,
+        dataset=args.dataset,
+        conditional=not args.unconditional,
+        threads=args.threads,
+        ema_decay=args.ema_decay,
+    )
     study = run_study(
         args.epochs,
         args.seeds,
