@@ -271,7 +271,7 @@ class Registry:
             with contextlib.suppress(KeyError):
                 metrics.MODEL_INFO.remove(*_info_labels(old))
         served[model.version] = model
-        self.versions[model.name] = dict(sorted(served.items(), key=lambda kv: int(kv[0])))
+        self.versions[model.name] = dict(sorted(served.items(), key=lambda kv: _version_order(kv[0])))
         self.models[model.name] = next(reversed(self.versions[model.name].values()))
         self.failed.pop(model.name, None)
         metrics.MODEL_INFO.labels(*_info_labels(model)).set(1)
@@ -377,6 +377,11 @@ class Registry:
 
 def _info_labels(model: Model) -> tuple[str, str, str, str]:
     return model.name, model.version, model.provider, model.kind
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    """Versions sort as numbers (2 before 10); a key built by hand with another string, first."""
+    return (int(version), "") if version.isdigit() else (-1, version)
 
 
 def canonical_version(version: str) -> str:

@@ -296,7 +296,7 @@ def _inputs(req: InferRequest, blob: bytes, model: Model, max_rows: int) -> dict
 
 def _binary_output(req: InferRequest) -> bool:
     """Whether the image goes back as raw bytes; refuses what ganserve does not offer."""
-    binary = bool((req.parameters or {}).get("binary_data_output", False))
+    binary = (req.parameters or {}).get("binary_data_output") is True
     for out in req.outputs or ():
         if out.name != "image":
             raise InvalidInput(
@@ -306,7 +306,7 @@ def _binary_output(req: InferRequest) -> bool:
         unsupported = sorted(k for k in params if k.startswith("shared_memory") or k == "classification")
         if unsupported:
             raise InvalidInput(f"outputs: {unsupported} not supported by ganserve", field="outputs")
-        binary = bool(params.get("binary_data", binary))
+        binary = params["binary_data"] is True if "binary_data" in params else binary
     return binary
 
 
