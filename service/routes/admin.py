@@ -22,8 +22,17 @@ from ..auth import key_ok, presented_key, request_id
 from ..errors import ShuttingDown
 from ..formats import json_response
 from ..plumbing import ERRORS, body, error_body, error_reply, parse, state
+from ..schemas import ErrorBody
 
-router = APIRouter(tags=["admin"], responses=ERRORS)
+REFUSALS = {
+    401: "no or a wrong API key",
+    403: "no API keys are configured (GANSERVE_API_KEYS): use SIGHUP",
+    409: "several workers: send SIGHUP to the main process",
+}
+router = APIRouter(
+    tags=["admin"],
+    responses=ERRORS | {s: {"model": ErrorBody, "description": d} for s, d in REFUSALS.items()},
+)
 
 
 class ReloadRequest(BaseModel):

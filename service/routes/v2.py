@@ -29,8 +29,7 @@ folder, `models/<name>/<version>/`. Content-Encoding (gzip) and shared memory ar
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -57,7 +56,31 @@ DATATYPES = {  # numpy dtype name (modelformat.signatures) -> the protocol's dat
     "bool": "BOOL",
 }
 MAX_ABS = 1e4  # as the JSON API's latent coordinates (schemas.Coord): far outside N(0, 1) is an error
-_VERSION = re.compile(r"^[0-9]{1,18}$")
+Name = Annotated[str, Path(max_length=64)]
+Version = Annotated[str, Path(pattern=r"^[0-9]{1,18}$", description="a whole number (its folder)")]
+
+
+class NotReady(ServiceError):
+    """A model that is served but not (or no longer) running: 400, as the protocol says."""
+
+    code = "not_ready"
+
+
+class V2Error(BaseModel):
+    error: str = Field(description="what went wrong (the service's own refusals: a code, with `detail`)")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": V2Error, "description": d}
+    for s, d in {
+        400: "invalid request: names the input, the field or the limit; or not ready",
+        401: "no or a wrong API key",
+        404: "unknown model or version",
+        413: "body over the upload limit",
+        503: "overloaded, shutting down or model unavailable (Retry-After)",
+        504: "deadline passed while queued",
+    }.items()
+}
 
 
 # --- the protocol's request header (pydantic; unknown fields ignored, as Triton does) --------------
@@ -93,7 +116,7 @@ class InferRequest(_Part):
 def v2_error(exc: ServiceError, rid: str, retry_after_s: int) -> Response:
     status = (
         400
-        if isinstance(exc, InvalidInput)
+        if isinstance(exc, InvalidInput | NotReady)
         else next((s for t, s in STATUS.items() if isinstance(exc, t)), 500)
     )
     headers = {"X-Request-ID": rid}
@@ -128,11 +151,8 @@ router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], route_cl
 # --- health and metadata ------------------------------------------------------------------------
 
 
-def _model(request: Request, name: str) -> Model:
+def _model(request: Request, name: str, version: str | None) -> Model:
     """The model of the URL: /v2/models/{name} (newest version) or .../versions/{version}."""
-    version = request.path_params.get("version")
-    if version is not None and not _VERSION.match(version):
-        raise InvalidInput(f"version: {version[:20]!r} is not a whole number", field="version")
     registry: Registry = request.app.state.registry
     return find_model(registry, name, version)
 
@@ -146,7 +166,10 @@ def _tensor(spec) -> dict:
     return {"name": spec.name, "datatype": DATATYPES.get(spec.dtype, spec.dtype), "shape": list(spec.shape)}
 
 
-@router.get("")
+EMPTY = {"content": None}  # the protocol's health replies have no body
+
+
+@router.get("", responses={200: {"description": "name, version, extensions"}})
 async def server_metadata():
     return Response(
         orjson.dumps({"name": "ganserve", "version": __version__, "extensions": ["binary_tensor_data"]}),
@@ -154,21 +177,23 @@ async def server_metadata():
     )
 
 
-@router.get("/health/live")
+@router.get("/health/live", response_class=Response, responses={200: {"description": "alive", **EMPTY}})
 async def live():
     return Response(status_code=200)
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    response_class=Response,
+    responses={200: {"description": "ready", **EMPTY}, 400: {"description": "not ready", **EMPTY}},
+)
 async def ready(request: Request):
     return Response(status_code=200 if _ready(request) else 400)
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
-async def model_metadata(request: Request, name: str = Path(max_length=64)):
+def _metadata(request: Request, name: str, version: str | None) -> Response:
     """The generator's tensors (batch axis -1) and the served versions, oldest first."""
-    model = _model(request, name)
+    model = _model(request, name, version)
     registry, _ = state(request)
     sig = model.signatures["generator"]
     meta = {
@@ -181,12 +206,34 @@ async def model_metadata(request: Request, name: str = Path(max_length=64)):
     return Response(orjson.dumps(meta), media_type="application/json")
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(request: Request, name: str = Path(max_length=64)):
-    model = _model(request, name)
-    ok = model.started and not getattr(request.app.state, "draining", False)
-    return Response(status_code=200 if ok else 400)
+@router.get("/models/{name}", responses=ERRORS)
+async def model_metadata(request: Request, name: Name):
+    return _metadata(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", responses=ERRORS)
+async def model_version_metadata(request: Request, name: Name, version: Version):
+    return _metadata(request, name, version)
+
+
+def _model_ready(request: Request, name: str, version: str | None) -> Response:
+    model = _model(request, name, version)
+    if not model.started or getattr(request.app.state, "draining", False):
+        raise NotReady(f"model {model.key} is not ready")
+    return Response(status_code=200)
+
+
+READY = {200: {"description": "ready", **EMPTY}} | ERRORS
+
+
+@router.get("/models/{name}/ready", response_class=Response, responses=READY)
+async def model_ready(request: Request, name: Name):
+    return _model_ready(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", response_class=Response, responses=READY)
+async def model_version_ready(request: Request, name: Name, version: Version):
+    return _model_ready(request, name, version)
 
 
 # --- infer --------------------------------------------------------------------------------------
@@ -310,17 +357,29 @@ def _binary_output(req: InferRequest) -> bool:
     return binary
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
-@body(InferRequest, {"application/octet-stream": {"type": "string", "format": "binary"}})
-async def infer(request: Request, name: str = Path(max_length=64)):
+INFER_BODY = {"application/octet-stream": {"type": "string", "format": "binary"}}
+
+
+@router.post("/models/{name}/infer", responses=ERRORS)
+@body(InferRequest, INFER_BODY)
+async def infer(request: Request, name: Name):
     """z (and y) -> image through the generator's batcher, JSON or binary tensors both ways."""
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", responses=ERRORS)
+@body(InferRequest, INFER_BODY)
+async def infer_version(request: Request, name: Name, version: Version):
+    return await _infer(request, name, version)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise InvalidInput(
             f"Content-Encoding: {encoding[:20]!r}; send the body uncompressed", field="Content-Encoding"
         )
-    model = _model(request, name)
+    model = _model(request, name, version)
     _, st = state(request)
     raw = await request.body()  # bounded by the middleware's max_upload_bytes
     header, blob = _split(request, raw)
