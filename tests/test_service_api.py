@@ -524,7 +524,8 @@ def test_metrics_appear_and_move(client):
         "ganserve_queue_seconds_bucket",
         "ganserve_batch_size_bucket",
         "ganserve_inference_seconds_bucket",
-        'ganserve_model_info{kind="conditional",model="tiny-cgan",provider="CPUExecutionProvider",version="1"} 1.0',
+        'ganserve_model_info{kind="conditional",model="tiny-cgan",'
+        'provider="CPUExecutionProvider",version="1"} 1.0',
     ):
         assert name in text, name
     assert metric("ganserve_images_generated_total", model="tiny-cgan", version="1") == before + 3
@@ -619,7 +620,10 @@ async def test_full_queue_gives_503_with_retry_after_and_expired_requests_504(ma
                 r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"] == "overloaded"
             )
             assert set(r.json()) == ERROR_KEYS and r.json()["limit"] == 4  # as the in-flight refusal
-            assert metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="overloaded") == before + 1
+            assert (
+                metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="overloaded")
+                == before + 1
+            )
             await asyncio.sleep(0.3)  # the queued request's deadline passes
             gate.open.set()
             assert (await first).status_code == 200
@@ -716,7 +720,10 @@ async def _disconnect_scenario(app):
     await blocker
     await blocker2
     assert 5 not in gate.rows and sum(gate.rows) == 2
-    assert metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="cancelled") == cancelled_before + 1
+    assert (
+        metric("ganserve_rejected_total", model="tiny-cgan", version="1", reason="cancelled")
+        == cancelled_before + 1
+    )
 
 
 @pytest.mark.anyio
