@@ -15,7 +15,8 @@ Contracts:
   was cancelled (client gone) is dropped before it runs. Both are counted.
 - An exception in a call fails that batch's entries only (`InferenceFailed`); the worker lives on.
 - `post` (per entry) turns its slice of the outputs into one item per row inside the inference
-  thread (e.g. PNG encoding), off the event loop.
+  thread (e.g. PNG encoding), off the event loop; entries of a batch that share one `post` get one
+  call over all their rows (a failing call falls back to one call per entry).
 - `close` rejects new work, lets queued work finish for up to `drain_timeout`, then fails the rest.
 """
 
@@ -318,6 +319,9 @@ class Batcher:
         outputs = self.run_fn(inputs)
         self._m_infer.observe(time.perf_counter() - t0)
         self._m_batch.observe(rows)
+        shared = self._post_once(batch, outputs, rows)
+        if shared is not None:
+            return shared
         results: list = []
         offset = 0
         for s in batch:
@@ -330,6 +334,28 @@ class Batcher:
             except Exception as exc:  # fails this entry only
                 log.exception("batcher %s: post-processing failed", self.name)
                 results.append(exc)
+            offset += n
+        return results
+
+    @staticmethod
+    def _post_once(batch: list[Slice], outputs: Outputs, rows: int) -> list | None:
+        """When every entry of the batch has the same `post` (the usual case: one reply format),
+        one call over all rows, split per entry: the per-call numpy overhead is paid once per
+        batch, not once per request. None (each entry on its own) when they differ or it fails,
+        so a failure still fails only the entry it belongs to."""
+        post = batch[0].entry.post
+        if len(batch) == 1 or any(s.entry.post is not post for s in batch):
+            return None
+        try:
+            items = post(outputs)
+        except Exception:
+            return None
+        if len(items) != rows:
+            return None
+        results, offset = [], 0
+        for s in batch:
+            n = s.stop - s.start
+            results.append(items[offset : offset + n])
             offset += n
         return results
 

@@ -236,6 +236,40 @@ async def test_a_failing_post_fails_only_its_own_request():
 
 
 @pytest.mark.anyio
+async def test_entries_sharing_a_post_get_one_call_and_a_failing_one_falls_back_per_entry():
+    run = Recorder()
+    run.gate.clear()  # the first call holds the thread while the next requests queue
+    b = _batcher(run)
+    calls = []
+
+    def post(outputs):
+        calls.append(len(outputs[0]))
+        if float(outputs[0][0][0]) == 14.0 and len(outputs[0]) > 1:  # fails when shared with 7
+            raise ValueError("no")
+        return [float(v[0]) for v in outputs[0]]
+
+    first = asyncio.ensure_future(b.submit(_rows(0), post=post))
+    await asyncio.sleep(0.05)
+    shared = [asyncio.ensure_future(b.submit(_rows(i, i + 10), post=post)) for i in (1, 2, 3)]
+    await asyncio.sleep(0.05)
+    run.gate.set()
+    assert await first == [0.0]
+    assert [await f for f in shared] == [[2.0, 22.0], [4.0, 24.0], [6.0, 26.0]]
+    assert calls == [1, 6]  # one call for the three requests' six rows
+    calls.clear()
+    run.gate.clear()
+    blocker = asyncio.ensure_future(b.submit(_rows(0), post=post))
+    await asyncio.sleep(0.05)
+    seven, eight = (asyncio.ensure_future(b.submit(_rows(i), post=post)) for i in (7, 8))
+    await asyncio.sleep(0.05)
+    run.gate.set()
+    await blocker
+    assert await seven == [14.0] and await eight == [16.0]  # the shared call failed: one each
+    assert calls == [1, 2, 1, 1]
+    await b.close(1)
+
+
+@pytest.mark.anyio
 async def test_up_to_inference_threads_batches_run_at_once():
     run = Recorder(delay=0.1)
     b = _batcher(run, max_batch_size=1, inference_threads=2)
