@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +39,12 @@ from . import metrics
 from .errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded, ShuttingDown
 
 log = logging.getLogger(__name__)
+
+# An inference thread whose ONNX Runtime call returns waits for the GIL while the event loop holds
+# it, up to the interpreter's switch interval (5 ms by default) when the loop is busy: longer than a
+# small batch's call, so the cores idle between calls (server CPU ~1.1 of 2 cores at n=1, c=64).
+# 1 ms bounds that wait; the extra GIL hand-offs cost far less (docs/BENCHMARKS.md, Profile).
+GIL_SWITCH_INTERVAL_S = 0.001
 
 Outputs = list[np.ndarray]
 RunFn = Callable[[dict[str, np.ndarray]], Outputs]
@@ -179,6 +186,8 @@ class Batcher:
             raise RuntimeError(f"batcher {self.name}: already started or closed")
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._worker(), name=f"batcher-{self.name}")
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
     @property
     def started(self) -> bool:
