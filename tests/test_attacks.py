@@ -87,11 +87,13 @@ def test_stalled_uploads_take_no_slot_and_time_out(target):
     with socket.create_connection((host, port), timeout=SLOW_S + 10) as s:
         s.sendall(attacks.post("/generate", b'{"n": 1, "seed": 1}')[:-5])
         t = time.monotonic()
-        reply = s.recv(65536)
+        reply = b""
+        while chunk := s.recv(65536):  # the head and the body may arrive in separate segments
+            reply += chunk
+        # the server closed the connection (recv returned b"") within the timeout
         assert attacks.status_of(reply) == 408 and time.monotonic() - t < SLOW_S + 3
         body = json.loads(reply.partition(b"\r\n\r\n")[2])
         assert body["field"] == "body" and body["limit"] == SLOW_S
-        assert s.recv(65536) == b""  # closed
 
 
 def test_headers_are_bounded_in_size_and_time(target):
