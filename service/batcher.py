@@ -40,10 +40,10 @@ from .errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded,
 
 log = logging.getLogger(__name__)
 
-# An inference thread whose ONNX Runtime call returns waits for the GIL while the event loop holds
-# it, up to the interpreter's switch interval (5 ms by default) when the loop is busy: longer than a
-# small batch's call, so the cores idle between calls (server CPU ~1.1 of 2 cores at n=1, c=64).
-# 1 ms bounds that wait; the extra GIL hand-offs cost far less (docs/BENCHMARKS.md, Profile).
+# An inference thread whose ONNX Runtime call returns waits for the GIL while a busy event loop
+# holds it, up to the interpreter's switch interval (5 ms by default), longer than a small batch's
+# call. 1 ms bounds that wait. Measured under the CPU lock: +2-4% req/s at n=1, c=64 and images/s at
+# n=16, c=16, lower p50: a small gain, about the run-to-run spread (docs/BENCHMARKS.md, Findings).
 GIL_SWITCH_INTERVAL_S = 0.001
 
 Outputs = list[np.ndarray]
