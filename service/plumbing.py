@@ -136,17 +136,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
 # --- OpenAPI: each route declares its own body and error replies -------------------------------
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody, "description": d}
-    for s, d in {
+
+def error_responses(model: type[BaseModel], described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` for error statuses that all answer with `model`'s body."""
+    return {status: {"model": model, "description": text} for status, text in described.items()}
+
+
+ERRORS = error_responses(
+    ErrorBody,
+    {
         404: "unknown model",
         413: "body over the upload limit or the JSON value limit",
         415: "body not application/json (or multipart/form-data where the route reads it)",
         422: "invalid input or a limit exceeded",
         503: "overloaded, shutting down or model unavailable (Retry-After)",
         504: "deadline passed while queued",
-    }.items()
-}
+    },
+)
 
 
 def body(model: type[BaseModel], other: dict[str, dict] | None = None):
@@ -210,11 +216,16 @@ def check_json_media(scope) -> None:
     )
 
 
+def json_values(raw: bytes) -> int:
+    """About how many values a JSON text holds, before it is parsed (three C-speed scans: every
+    array item or object member but a container's first follows a comma), so no parser builds a
+    tree larger than any request needs: 8 MB of `{},` would cost pydantic ~0.5 s and ~300 MB."""
+    return raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+
+
 def _validate(model: type[BaseModel], raw: bytes, max_values: int):
-    """Count the JSON values first (three C-speed scans: every array item or object member but a
-    container's first follows a comma), so pydantic never builds a tree larger than any request
-    needs: 8 MB of `{},` would otherwise cost it ~0.5 s and ~300 MB."""
-    values = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+    """Count the JSON values first (`json_values`), then validate in one step."""
+    values = json_values(raw)
     if values > max_values:
         raise PayloadTooLarge(
             f"body: about {values} JSON values exceeds the limit of {max_values}",

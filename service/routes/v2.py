@@ -41,8 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__, metrics
 from ..auth import request_id
-from ..errors import InvalidInput, ServiceError, limit_error
-from ..plumbing import RETRY_AFTER, STATUS, body, find_model, run_batched, state
+from ..errors import InvalidInput, ServiceError, clip, limit_error
+from ..plumbing import RETRY_AFTER, STATUS, body, error_responses, find_model, json_values, run_batched, state
 from ..registry import Model, Registry
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -70,17 +70,17 @@ class V2Error(BaseModel):
     error: str = Field(description="what went wrong (the service's own refusals: a code, with `detail`)")
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": V2Error, "description": d}
-    for s, d in {
+ERRORS = error_responses(
+    V2Error,
+    {
         400: "invalid request: names the input, the field or the limit; or not ready",
         401: "no or a wrong API key",
         404: "unknown model or version",
         413: "body over the upload limit",
         503: "overloaded, shutting down or model unavailable (Retry-After)",
         504: "deadline passed while queued",
-    }.items()
-}
+    },
+)
 
 
 # --- the protocol's request header (pydantic; unknown fields ignored, as Triton does) --------------
@@ -246,7 +246,7 @@ def _split(request: Request, raw: bytes) -> tuple[bytes, bytes]:
         return raw, b""
     if not given.isdigit() or not 0 < int(given) <= len(raw):
         raise InvalidInput(
-            f"Inference-Header-Content-Length: {given[:20]!r} is not a length within the body's "
+            f"Inference-Header-Content-Length: {clip(given, 20)} is not a length within the body's "
             f"{len(raw)} bytes",
             field="Inference-Header-Content-Length",
         )
@@ -255,9 +255,7 @@ def _split(request: Request, raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _header(raw: bytes, max_values: int) -> InferRequest:
-    # Count the JSON values before parsing (C-speed scans), so no body builds a larger tree than
-    # the model's largest request needs.
-    values = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+    values = json_values(raw)  # before parsing: no body builds a larger tree than a request needs
     if values > max_values:
         raise InvalidInput(f"body: about {values} JSON values, more than the {max_values} a request needs")
     try:
@@ -347,7 +345,7 @@ def _binary_output(req: InferRequest) -> bool:
     for out in req.outputs or ():
         if out.name != "image":
             raise InvalidInput(
-                f"outputs: {out.name[:64]!r}; the generator's output is 'image'", field="outputs"
+                f"outputs: {clip(out.name, 64)}; the generator's output is 'image'", field="outputs"
             )
         params = out.parameters or {}
         unsupported = sorted(k for k in params if k.startswith("shared_memory") or k == "classification")
@@ -377,7 +375,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise InvalidInput(
-            f"Content-Encoding: {encoding[:20]!r}; send the body uncompressed", field="Content-Encoding"
+            f"Content-Encoding: {clip(encoding, 20)}; send the body uncompressed", field="Content-Encoding"
         )
     model = _model(request, name, version)
     _, st = state(request)
