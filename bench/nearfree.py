@@ -17,11 +17,12 @@ only: the card contract needs no more) that the service loads like any other.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+
+from modelformat import sha256_file
 
 OPSET = 17
 IR_VERSION = 9  # the one tests/modelkit.py writes: every ONNX Runtime this project uses reads it
@@ -74,10 +75,6 @@ def generator_graph(latent_dim: int, num_classes: int, image_shape: list[int]):
     return model
 
 
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def make_model_dir(root: Path, like: Path, name: str | None = None) -> Path:
     """Write `root/<name>/` (default `<like's name>-nearfree`): generator.onnx and model.json with
     the inputs, outputs, classes and image shape of the model directory `like`."""
@@ -105,7 +102,7 @@ def make_model_dir(root: Path, like: Path, name: str | None = None) -> Path:
         "image_shape": src["image_shape"],
         "value_range": src.get("value_range", [-1.0, 1.0]),
         "files": {"generator": "generator.onnx"},
-        "checksums": {"generator.onnx": _sha256(mdir / "generator.onnx")},
+        "checksums": {"generator.onnx": sha256_file(mdir / "generator.onnx")},
         "training": {"dataset": "none (bench/nearfree.py)", "seed": 0},
         "evaluation": {},
     }
