@@ -120,6 +120,44 @@ def test_minibatch_stddev_adds_a_channel_that_sees_batch_variety():
     assert D(torch.randn(3, 1, 28, 28)).shape == (3,)
 
 
+def test_extra_discriminator_layers_deepen_d_and_export_with_parity(tmp_path):
+    def convs(cfg):
+        return sum(isinstance(m, nn.Conv2d) for m in Discriminator(cfg).modules())
+
+    base = dict(num_classes=3, ngf=8, ndf=8, minibatch_stddev=True)
+    assert convs(GANConfig(**base, d_extra_layers=2)) == convs(GANConfig(**base)) + 2
+    D = Discriminator(GANConfig(**base, d_extra_layers=2))
+    D.train()(torch.randn(4, 1, 28, 28), torch.eye(3)[[0, 1, 2, 0]])  # move the BN statistics
+    assert export_discriminator(D.eval(), tmp_path / "d.onnx") <= 1e-4
+    with pytest.raises(ValueError, match="d_extra_layers"):
+        GANConfig(d_extra_layers=-1)
+
+
+def test_mode_seeking_pairs_share_labels_and_add_the_msgan_term(tmp_path):
+    """G's loss gains w / (mean|G(z1)-G(z2)| / mean|z1-z2|) over pairs (i, i+half) of one label."""
+    seen = {}
+
+    def step(weight):
+        t = trainer_for(tmp_path, mode_seeking=weight)
+        forward = t.G.forward
+
+        def spy(z, y=None):
+            seen.update(z=z.detach(), y=y.detach(), fake=forward(z, y).detach())
+            return forward(z, y)
+
+        t.G.forward = spy
+        labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+        return t.train_step(t.data.images[:8], labels)[1]
+
+    one, two = step(1.0), step(2.0)  # same seed: same D step, same fakes; only the term's weight differs
+    z, y, fake = seen["z"], seen["y"], seen["fake"]
+    assert torch.equal(y[:4], y[4:])  # the pairs share their label
+    ratio = (fake[:4] - fake[4:]).abs().mean() / (z[:4] - z[4:]).abs().mean()
+    assert two - one == pytest.approx(1.0 / (ratio.item() + 1e-5), rel=1e-4)
+    with pytest.raises(ValueError, match="mode_seeking"):
+        TrainConfig(mode_seeking=-1.0)
+
+
 def test_acgan_trains_an_auxiliary_classifier(tmp_path):
     t = trainer_for(tmp_path, conditioning="acgan")
     assert t.D.embed is None and t.D.aux is not None

@@ -28,6 +28,7 @@ class GANConfig:
     d_norm: str = "batch"  # D's normalisation: "batch" (DCGAN) or "none" (WGAN-GP's critic, spectral norm)
     spectral_norm: bool = False  # spectral normalisation of every D layer (Miyato et al. 2018)
     minibatch_stddev: bool = False  # append the batch's feature std as a channel before D's head
+    d_extra_layers: int = 0  # 3x3 stride-1 conv blocks after D's last strided conv (deeper D, same side)
 
     def __post_init__(self):
         if self.image_size not in SUPPORTED_SIZES:
@@ -40,6 +41,8 @@ class GANConfig:
             raise ValueError(f"conditioning must be projection or acgan, got {self.conditioning!r}")
         if self.d_norm not in ("batch", "none"):
             raise ValueError(f"d_norm must be batch or none, got {self.d_norm!r}")
+        if not 0 <= self.d_extra_layers <= 8:
+            raise ValueError(f"d_extra_layers must be in [0, 8], got {self.d_extra_layers}")
 
     @property
     def conditional(self) -> bool:
@@ -141,6 +144,10 @@ class Discriminator(nn.Module):
         ]
         for cin, cout in zip(widths, widths[1:], strict=False):
             layers += [sn(nn.Conv2d(cin, cout, 4, 2, 1, bias=False)), *norm(cout), nn.LeakyReLU(0.2, True)]
+        # extra layers (as in the WGAN authors' DCGAN code): more depth where the digit's shape is seen whole
+        for _ in range(cfg.d_extra_layers):
+            c = widths[-1]
+            layers += [sn(nn.Conv2d(c, c, 3, 1, 1, bias=False)), *norm(c), nn.LeakyReLU(0.2, True)]
         if cfg.minibatch_stddev:
             layers.append(MinibatchStddev())
         self.features = nn.Sequential(*layers)

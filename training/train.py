@@ -62,6 +62,12 @@ class TrainConfig:
     d_norm: str = _opt("batch", "D's normalisation: batch or none")
     spectral_norm: bool = _opt(False, "spectral normalisation of D's layers")
     minibatch_stddev: bool = _opt(False, "minibatch standard-deviation channel in D (against mode collapse)")
+    d_extra_layers: int = _opt(0, "3x3 stride-1 conv blocks after D's last strided conv (a deeper D)")
+    mode_seeking: float = _opt(
+        0.0,
+        "weight of the mode-seeking term (MSGAN, Mao et al. 2019): G minimises 1 / (|G(z1)-G(z2)| / |z1-z2|) "
+        "over pairs of the batch that share a label (0: off)",
+    )
     label_smoothing: float = _opt(0.0, "one-sided label smoothing: real target 1 - s (cross-entropy losses)")
     r1_weight: float = _opt(0.0, "R1 penalty gamma: gamma/2 E||grad D(x_real)||^2 (0: off; Mescheder 2018)")
     augment: str = _opt(
@@ -93,8 +99,8 @@ class TrainConfig:
             raise ValueError("epochs >= 1, batch_size >= 2 and d_steps >= 1 are required")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
-        if self.lr <= 0 or self.lr_d < 0 or self.r1_weight < 0:
-            raise ValueError("lr > 0, lr_d >= 0 and r1_weight >= 0 are required")
+        if self.lr <= 0 or self.lr_d < 0 or self.r1_weight < 0 or self.mode_seeking < 0:
+            raise ValueError("lr > 0, lr_d >= 0, r1_weight >= 0 and mode_seeking >= 0 are required")
         unknown = set(self.augment_policy) - set(AUGMENTS)
         if unknown:
             raise ValueError(f"unknown augment {sorted(unknown)}; choose from {list(AUGMENTS)}")
@@ -123,6 +129,7 @@ class TrainConfig:
             d_norm=self.d_norm,
             spectral_norm=self.spectral_norm,
             minibatch_stddev=self.minibatch_stddev,
+            d_extra_layers=self.d_extra_layers,
         )
 
 
@@ -177,10 +184,15 @@ class Trainer:
     def train_step(self, x: torch.Tensor, labels: torch.Tensor) -> list[float]:
         """One D step (and a G step every k-th call) on this rank's share of a global minibatch."""
         cfg, G, D = self.cfg, self.G, self.D
+        half = len(x) // 2
+        fake_labels = labels
+        if cfg.mode_seeking:  # pairs (i, i + half) share a label, so only z tells them apart
+            fake_labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])
         y = one_hot(labels, self.num_classes) if self.gan.conditional else None
+        y_fake = one_hot(fake_labels, self.num_classes) if self.gan.conditional else None
         # z is drawn for the whole global batch and sliced, so N ranks compute what one process would
         z = torch.randn(len(x) * self.world, cfg.latent_dim, generator=self.rng)[self.rank :: self.world]
-        fake = G(z, y)
+        fake = G(z, y_fake)
         policy = cfg.augment_policy
 
         def aug(images: torch.Tensor) -> torch.Tensor:  # DiffAugment: D sees real and fake augmented alike
@@ -191,14 +203,14 @@ class Trainer:
         if cfg.r1_weight:
             x_d = x_d.detach().requires_grad_(True)
         real_logit, real_class = D.forward_aux(x_d, y)
-        fake_logit, fake_class = D.forward_aux(aug(fake.detach()), y)
+        fake_logit, fake_class = D.forward_aux(aug(fake.detach()), y_fake)
         loss_d = self.objective.d_loss(real_logit, fake_logit, cfg.label_smoothing)
         if cfg.r1_weight:  # R1: penalise D's gradient on real data (zero-centred, Mescheder et al. 2018)
             loss_d = loss_d + cfg.r1_weight / 2 * r1_penalty(real_logit, x_d)
         if cfg.loss == "wgan-gp":
             loss_d = loss_d + cfg.gp_weight * gradient_penalty(D, x, fake.detach(), y, self.rng)
         if real_class is not None:  # AC-GAN: D also names the class of real and fake images
-            loss_d = loss_d + F.cross_entropy(real_class, labels) + F.cross_entropy(fake_class, labels)
+            loss_d = loss_d + F.cross_entropy(real_class, labels) + F.cross_entropy(fake_class, fake_labels)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self._all_reduce_grads(D)
@@ -212,10 +224,15 @@ class Trainer:
 
         # (2) Update G network every k D-steps: non-saturating maximizes log(D(G(z)))
         if self.step % cfg.d_steps == 0:
-            logit, fake_class = D.forward_aux(aug(fake), y)
+            logit, fake_class = D.forward_aux(aug(fake), y_fake)
             g_loss = self.objective.g_loss(logit)
             if fake_class is not None:
-                g_loss = g_loss + F.cross_entropy(fake_class, labels)
+                g_loss = g_loss + F.cross_entropy(fake_class, fake_labels)
+            if cfg.mode_seeking:  # MSGAN: penalise pairs whose images differ less than their z's do
+                ratio = (fake[:half] - fake[half : 2 * half]).abs().mean() / (
+                    z[:half] - z[half : 2 * half]
+                ).abs().mean()
+                g_loss = g_loss + cfg.mode_seeking / (ratio + 1e-5)
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self._all_reduce_grads(G)
