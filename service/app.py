@@ -13,6 +13,7 @@ keys and CORS: `service.auth`, both off unless configured.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -271,6 +272,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.draining = False
         await asyncio.to_thread(registry.load_all)
         registry.start()
+        # what start-up built (routes, schemas, sessions' metadata) lives as long as the process:
+        # out of the collector's generations, full collections no longer rescan it under load
+        gc.collect()
+        gc.freeze()
         log.info(
             "serving %d model(s) from %s (default %s); failed: %s",
             len(registry.models),

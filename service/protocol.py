@@ -13,7 +13,6 @@ and the tests that start a real uvicorn).
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from .settings import Settings
@@ -27,9 +26,10 @@ except ImportError:  # httptools not installed: h11 with its own limit
 
 
 def _reply(status: bytes, code: str, detail: str, field: str, limit: float) -> bytes:
+    from .auth import new_request_id
     from .plumbing import error_body  # imported late: plumbing imports FastAPI and the registry
 
-    body = error_body(code, detail, uuid.uuid4().hex, field=field, limit=limit)
+    body = error_body(code, detail, new_request_id(), field=field, limit=limit)
     head = (
         b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
         b"x-content-type-options: nosniff\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"

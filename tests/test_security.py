@@ -4,6 +4,7 @@ path, the container's user, request IDs (echoed or generated, in error bodies an
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -204,3 +205,19 @@ def test_an_unexpected_exception_is_a_json_500_with_the_request_id(make_settings
     assert r.json()["error"] == "internal_error" and r.json()["request_id"] == "boom-1"
     assert "kaboom" not in r.text
     assert any("boom-1" in rec.getMessage() for rec in caplog.records)
+
+
+def test_request_ids_are_unique_per_process_and_after_fork():
+    from service.auth import new_request_id
+
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes one ID and leaves at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read), os.close(write)
+    assert child[:16] != new_request_id()[:16]
