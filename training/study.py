@@ -72,6 +72,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ns, G / 2": ("generator half as wide (ngf 32): a cheaper step buys more steps", {"ngf": 32}),
     "ns, batch 128": ("batch 128 instead of 64", {"batch_size": 128}),
     "ns + mbstd, D x2": ("minibatch stddev and ndf 128", {"minibatch_stddev": True, "ndf": 128}),
+    "ns + mode seeking": ("MSGAN's mode-seeking term, weight 1", {"mode_seeking": 1.0}),
+    "ns + mbstd, D + 3x3": (
+        "minibatch stddev and one extra 3x3 layer in D",
+        {"minibatch_stddev": True, "d_extra_layers": 1},
+    ),
 }
 COLLAPSE_DIVERSITY = 0.5  # mean fake/real diversity ratio below this counts as mode collapse
 
