@@ -30,10 +30,16 @@ PRESETS: dict[str, tuple[TrainConfig, str]] = {
     ),
     "mnist-dcgan": (
         TrainConfig(
-            dataset="mnist", conditional=False, epochs=20, d_extra_layers=1, minibatch_stddev=True, threads=2
+            dataset="mnist",
+            conditional=False,
+            epochs=20,
+            d_extra_layers=1,
+            minibatch_stddev=True,
+            label_smoothing=0.1,
+            threads=2,
         ),
-        "Unconditional DCGAN (D with an extra 3x3 layer and minibatch stddev) on the 48,000-digit training "
-        "split of MNIST",
+        "Unconditional DCGAN (D with an extra 3x3 layer and minibatch stddev, one-sided label smoothing) "
+        "on the 48,000-digit training split of MNIST",
     ),
 }
 
