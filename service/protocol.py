@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .auth import new_request_id
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -26,7 +27,6 @@ except ImportError:  # httptools not installed: h11 with its own limit
 
 
 def _reply(status: bytes, code: str, detail: str, field: str, limit: float) -> bytes:
-    from .auth import new_request_id
     from .plumbing import error_body  # imported late: plumbing imports FastAPI and the registry
 
     body = error_body(code, detail, new_request_id(), field=field, limit=limit)
